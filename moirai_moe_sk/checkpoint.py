@@ -1,0 +1,415 @@
+"""Checkpoint I/O in the official Moirai-MoE layout.
+
+A checkpoint is a folder with ``config.json`` (uni2ts' constructor arguments,
+see :mod:`moirai_moe_sk.model.config`) and ``model.safetensors`` (the uni2ts
+state dict). This module is the only place that touches huggingface_hub and
+safetensors. Weights are never unpickled.
+
+Our modules keep the official key names, with two explicit differences handled
+by :func:`to_official` / :func:`from_official`:
+
+* uni2ts' multi-size linears carry a leading "number of patch sizes" dimension
+  of 1 (``in_proj``, ``res_proj``, ``feat_proj`` and the head ``param_proj``);
+  ours are plain :class:`torch.nn.Linear`.
+* uni2ts keeps one module per expert (``ffn.experts.E.fc1.weight``); ours stacks
+  them per layer (``ffn.fc1`` of shape (expert, d_ff, d_model)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .exceptions import CheckpointError
+from .model.config import ConfigError, MoiraiMoEConfig
+from .model.distributions import COMPONENT_PARAMS
+
+if TYPE_CHECKING:
+    from .model.modeling import MoiraiMoEModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "from_official",
+    "load_checkpoint",
+    "official_shapes",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "to_official",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+#: bundled checkpoints shipped inside the package: name -> folder
+BUNDLED: dict[str, Path] = {}
+
+_EXPERT_KEY = re.compile(
+    r"^encoder\.layers\.(\d+)\.ffn\.experts\.(\d+)\.(\w+)\.weight$"
+)
+_STACKED_KEY = re.compile(r"^encoder\.layers\.(\d+)\.ffn\.(fc1|fc_gate|fc2)$")
+
+
+def _multi_size_keys(config: MoiraiMoEConfig) -> list[str]:
+    keys = ["in_proj", "res_proj", "feat_proj", "param_proj.proj.weights_logits"]
+    for index, name in enumerate(config.mixture_components):
+        keys += [
+            f"param_proj.proj.components.{index}.{leaf}"
+            for leaf in COMPONENT_PARAMS[name]
+        ]
+    return [f"{k}.{p}" for k in keys for p in ("weight", "bias")]
+
+
+def official_shapes(config: MoiraiMoEConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every official state-dict key with its shape and dtype name.
+
+    Parameters
+    ----------
+    config : MoiraiMoEConfig
+        The model configuration.
+
+    Returns
+    -------
+    dict
+        ``key -> (shape, dtype)``, dtype ``"float32"`` or ``"float64"``.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.checkpoint import official_shapes
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig
+    >>> official_shapes(MoiraiMoEConfig())["in_proj.weight"]
+    ((1, 384, 16), 'float32')
+    """
+    d, h, p, e = config.d_model, config.d_ff, config.patch_size, config.num_experts
+    k = len(config.mixture_components)
+    f32 = "float32"
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {
+        "in_proj.weight": ((1, d, p), f32),
+        "in_proj.bias": ((1, d), f32),
+        "res_proj.weight": ((1, d, p), f32),
+        "res_proj.bias": ((1, d), f32),
+        "feat_proj.weight": ((1, d, d), f32),
+        "feat_proj.bias": ((1, d), f32),
+        "encoder.norm.weight": ((d,), f32),
+        "param_proj.proj.weights_logits.weight": ((1, k * p, d), f32),
+        "param_proj.proj.weights_logits.bias": ((1, k * p), f32),
+    }
+    if config.gate == "centroid":
+        shapes["encoder.centroid"] = ((config.num_layers, e, d), "float64")
+    for index, name in enumerate(config.mixture_components):
+        for leaf in COMPONENT_PARAMS[name]:
+            prefix = f"param_proj.proj.components.{index}.{leaf}"
+            shapes[f"{prefix}.weight"] = ((1, p, d), f32)
+            shapes[f"{prefix}.bias"] = ((1, p), f32)
+    for layer in range(config.num_layers):
+        pre = f"encoder.layers.{layer}"
+        shapes[f"{pre}.self_attn.var_attn_bias.emb.weight"] = (
+            (2, config.num_heads),
+            f32,
+        )
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{pre}.self_attn.{proj}.weight"] = ((d, d), f32)
+        for norm in ("q_norm", "k_norm"):
+            shapes[f"{pre}.self_attn.{norm}.weight"] = ((config.head_dim,), f32)
+        shapes[f"{pre}.norm1.weight"] = ((d,), f32)
+        shapes[f"{pre}.norm2.weight"] = ((d,), f32)
+        if config.gate == "linear":
+            shapes[f"{pre}.ffn.gate.weight"] = ((e, d), f32)
+        for expert in range(e):
+            shapes[f"{pre}.ffn.experts.{expert}.fc1.weight"] = ((h, d), f32)
+            shapes[f"{pre}.ffn.experts.{expert}.fc_gate.weight"] = ((h, d), f32)
+            shapes[f"{pre}.ffn.experts.{expert}.fc2.weight"] = ((d, h), f32)
+    return shapes
+
+
+def to_official(
+    state: Mapping[str, torch.Tensor], config: MoiraiMoEConfig
+) -> dict[str, torch.Tensor]:
+    """Convert our state dict to the official key names and shapes."""
+    multi = set(_multi_size_keys(config))
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        stacked = _STACKED_KEY.match(key)
+        if stacked:
+            layer, name = stacked.groups()
+            for expert, weight in enumerate(value.unbind(0)):
+                out[f"encoder.layers.{layer}.ffn.experts.{expert}.{name}.weight"] = (
+                    weight
+                )
+        elif key in multi:
+            out[key] = value.unsqueeze(0)
+        else:
+            out[key] = value
+    return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+def _check_official(
+    state: Mapping[str, torch.Tensor], config: MoiraiMoEConfig, source: str
+) -> None:
+    expected = official_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{key}: expected {tuple(shape)}, found {tuple(state[key].shape)}"
+        for key, (shape, _) in expected.items()
+        if key in state and tuple(state[key].shape) != shape
+    )
+    not_float = sorted(
+        f"{key}: {state[key].dtype}"
+        for key in expected
+        if key in state and not state[key].is_floating_point()
+    )
+    problems = []
+    for label, items in (
+        ("missing tensors", missing),
+        ("unexpected tensors", unexpected),
+        ("mis-shaped tensors", wrong),
+        ("non-float tensors", not_float),
+    ):
+        if items:
+            shown = ", ".join(items[:5]) + (
+                f", ... ({len(items)} in all)" * (len(items) > 5)
+            )
+            problems.append(f"{label}: {shown}")
+    if problems:
+        msg = (
+            f"checkpoint {source} does not match its config.json "
+            f"(d_model={config.d_model}, num_layers={config.num_layers}, "
+            f"num_experts={config.num_experts}): " + "; ".join(problems)
+        )
+        raise CheckpointError(msg)
+
+
+def from_official(
+    state: Mapping[str, torch.Tensor],
+    config: MoiraiMoEConfig,
+    source: str = "state dict",
+) -> dict[str, torch.Tensor]:
+    """Convert an official state dict to ours, checking every key and shape.
+
+    Raises
+    ------
+    CheckpointError
+        If a tensor is missing, unexpected, mis-shaped or not floating point.
+    """
+    _check_official(state, config, source)
+    multi = set(_multi_size_keys(config))
+    out: dict[str, torch.Tensor] = {}
+    experts: dict[tuple[str, str], list[torch.Tensor | None]] = {}
+    for key, value in state.items():
+        match = _EXPERT_KEY.match(key)
+        if match:
+            layer, expert, name = match.groups()
+            slots = experts.setdefault((layer, name), [None] * config.num_experts)
+            slots[int(expert)] = value
+        elif key in multi:
+            out[key] = value[0]
+        elif key == "encoder.centroid":
+            out[key] = value.double()
+        else:
+            out[key] = value
+    for (layer, name), slots in experts.items():
+        out[f"encoder.layers.{layer}.ffn.{name}"] = torch.stack(slots)  # type: ignore[arg-type]
+    return {k: (v if k == "encoder.centroid" else v.float()) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------- resolve
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> tuple[Path, Path, str]:
+    """Find ``config.json`` and ``model.safetensors`` for a checkpoint.
+
+    Resolution order: an existing local folder, a bundled model name, then a
+    hub id downloaded (or read from the cache) through huggingface_hub.
+
+    Returns
+    -------
+    config_path, weights_path : pathlib.Path
+        The two files.
+    source : str
+        A description of where they came from, for messages.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path / CONFIG_NAME, path / WEIGHTS_NAME, f"folder {str(path)!r}"
+    name = str(name_or_path)
+    if name in BUNDLED:
+        folder = BUNDLED[name]
+        return folder / CONFIG_NAME, folder / WEIGHTS_NAME, f"bundled model {name!r}"
+    if not _looks_like_repo_id(name):
+        msg = (
+            f"checkpoint {name!r} is neither an existing folder, a bundled model "
+            f"({sorted(BUNDLED) or 'none installed'}) nor a hub id like "
+            "'Salesforce/moirai-moe-1.0-R-small'"
+        )
+        raise CheckpointError(msg)
+    config_path = _hub_download(
+        name, CONFIG_NAME, revision, cache_dir, local_files_only, token
+    )
+    weights_path = _hub_download(
+        name, WEIGHTS_NAME, revision, cache_dir, local_files_only, token
+    )
+    where = f"hub repository {name!r}" + (
+        f" at revision {revision!r}" if revision else ""
+    )
+    return config_path, weights_path, where
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and ".." not in name
+
+
+def _hub_download(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+    token: str | bool | None,
+) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hub_errors
+
+    at = f" at revision {revision!r}" if revision else ""
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+            )
+        )
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as err:
+        msg = (
+            f"cannot get {filename!r} of {repo_id!r}{at}: it is not in the local "
+            "cache and the hub cannot be reached (offline, HF_HUB_OFFLINE=1 or "
+            "local_files_only=True). Download it once with network access, or pass "
+            "the path of a local folder holding config.json and model.safetensors"
+        )
+        raise CheckpointError(msg) from err
+    except hub_errors.RevisionNotFoundError as err:
+        msg = f"hub repository {repo_id!r} has no revision {revision!r}"
+        raise CheckpointError(msg) from err
+    except hub_errors.RemoteEntryNotFoundError as err:
+        msg = f"hub repository {repo_id!r}{at} has no file {filename!r}"
+        raise CheckpointError(msg) from err
+    except hub_errors.RepositoryNotFoundError as err:
+        msg = (
+            f"hub repository {repo_id!r} was not found (or needs a token); check "
+            "the name, or pass a local folder"
+        )
+        raise CheckpointError(msg) from err
+    except (hub_errors.HfHubHTTPError, OSError) as err:
+        msg = f"downloading {filename!r} of {repo_id!r}{at} failed: {err}"
+        raise CheckpointError(msg) from err
+
+
+# ------------------------------------------------------------------- load/save
+def read_config(config_path: Path, source: str) -> MoiraiMoEConfig:
+    """Parse and validate ``config.json``."""
+    if not config_path.is_file():
+        msg = f"checkpoint {source} has no {CONFIG_NAME}"
+        raise CheckpointError(msg)
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        msg = f"{CONFIG_NAME} of checkpoint {source} is not valid JSON: {err}"
+        raise CheckpointError(msg) from err
+    try:
+        return MoiraiMoEConfig.from_dict(data)
+    except ConfigError as err:
+        msg = f"{CONFIG_NAME} of checkpoint {source}: {err}"
+        raise CheckpointError(msg) from err
+
+
+def read_weights(
+    weights_path: Path, source: str, map_location: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Read ``model.safetensors`` (never a pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not weights_path.is_file():
+        msg = f"checkpoint {source} has no {WEIGHTS_NAME}"
+        raise CheckpointError(msg)
+    try:
+        return load_file(weights_path, device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        msg = f"{WEIGHTS_NAME} of checkpoint {source} is corrupt or unreadable: {err}"
+        raise CheckpointError(msg) from err
+
+
+def load_checkpoint(
+    cls: type[MoiraiMoEModel],
+    name_or_path: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    map_location: str | torch.device = "cpu",
+) -> MoiraiMoEModel:
+    """Build ``cls`` from a checkpoint; see :meth:`MoiraiMoEModel.from_pretrained`."""
+    config_path, weights_path, source = resolve_checkpoint(
+        name_or_path,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
+    )
+    config = read_config(config_path, source)
+    state = read_weights(weights_path, source, map_location)
+    internal = from_official(state, config, source)
+    with torch.device(map_location):
+        model = cls(config)
+    model.load_state_dict(internal, strict=True)
+    logger.info("loaded Moirai-MoE checkpoint from %s", source)
+    return model.eval()
+
+
+def save_checkpoint(
+    model: MoiraiMoEModel, save_directory: str | os.PathLike[str]
+) -> None:
+    """Write ``model`` as ``config.json`` + ``model.safetensors``, atomically per file."""
+    from safetensors.torch import save_file
+
+    folder = Path(save_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.cpu() for k, v in model.official_state_dict().items()}
+    config_text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True)
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for name, write in (
+            (WEIGHTS_NAME, lambda p: save_file(state, str(p))),
+            (CONFIG_NAME, lambda p: p.write_text(config_text, encoding="utf-8")),
+        ):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            temps.append((Path(tmp), folder / name))
+            write(Path(tmp))
+        for tmp, final in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    logger.info("saved Moirai-MoE checkpoint to %s", folder)

@@ -1,0 +1,20 @@
+"""Errors and warnings raised by :mod:`moirai_moe_sk`.
+
+All errors subclass built-in exception types (``ValueError``), so generic
+handlers keep working; the specific classes let callers react precisely.
+"""
+
+from __future__ import annotations
+
+from .model.config import ConfigError
+
+__all__ = ["CheckpointError", "ConfigError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, read or matched to the model.
+
+    Raised for a missing folder or hub repository, an unreachable hub, a corrupt
+    ``config.json`` or ``model.safetensors``, and missing, unexpected or
+    mis-shaped tensors. The message names the checkpoint and what to do.
+    """

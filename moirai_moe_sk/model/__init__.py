@@ -1,0 +1,23 @@
+"""The Moirai-MoE network in plain PyTorch (no pandas, sktime or hub code here).
+
+Dimension names used throughout: ``batch`` (series, or flattened leading dims),
+``time`` (steps), ``variate``, ``seq`` (packed tokens), ``patch`` (16 steps of one
+variate), ``d_model``, ``head``, ``expert``, ``sample`` (sample paths).
+"""
+
+from .config import ConfigError, MoiraiMoEConfig
+from .distributions import PackedMixture
+from .forecast import forecast, forecast_packed
+from .modeling import MoiraiMoEModel
+from .packing import PackedBatch, pack
+
+__all__ = [
+    "ConfigError",
+    "MoiraiMoEConfig",
+    "MoiraiMoEModel",
+    "PackedBatch",
+    "PackedMixture",
+    "forecast",
+    "forecast_packed",
+    "pack",
+]

@@ -1,0 +1,300 @@
+"""The Moirai-MoE network: scaler, input projection, sparse transformer, mixture head."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MoiraiMoEConfig
+from .distributions import MixtureHead, PackedMixture
+from .layers import MoiraiMoEAttention, RMSNorm, RotaryTimeEmbedding, attention_bias
+from .moe import MoiraiMoEFeedForward
+from .scaler import packed_std_scaler
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["MoiraiMoEEncoder", "MoiraiMoEEncoderLayer", "MoiraiMoEModel"]
+
+
+class MoiraiMoEEncoderLayer(nn.Module):
+    """Pre-norm layer: ``x + attn(norm1(x))``, then ``x + moe(norm2(x))``.
+
+    Parameters
+    ----------
+    config : MoiraiMoEConfig
+        Model hyper-parameters.
+    """
+
+    def __init__(self, config: MoiraiMoEConfig) -> None:
+        super().__init__()
+        self.self_attn = MoiraiMoEAttention(config)
+        self.ffn = MoiraiMoEFeedForward(config)
+        self.norm1 = RMSNorm(config.d_model)
+        self.norm2 = RMSNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout_p)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        same_variate: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        centroid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Transform (batch, seq, d_model) tokens."""
+        x = x + self.dropout(self.self_attn(self.norm1(x), allowed, same_variate, rope))
+        moe_out, _ = self.ffn(self.norm2(x), centroid)
+        return x + moe_out
+
+
+class MoiraiMoEEncoder(nn.Module):
+    """Stack of sparse layers sharing one rotary embedding, with a final norm.
+
+    Attributes
+    ----------
+    centroid : torch.Tensor
+        (layer, expert, d_model) float64 gate centroids (centroid gating only).
+    """
+
+    def __init__(self, config: MoiraiMoEConfig) -> None:
+        super().__init__()
+        self.rotary = RotaryTimeEmbedding(config.head_dim // 2, config.max_seq_len)
+        self.layers = nn.ModuleList(
+            MoiraiMoEEncoderLayer(config) for _ in range(config.num_layers)
+        )
+        self.norm = RMSNorm(config.d_model)
+        self.centroid: torch.Tensor | None
+        if config.gate == "centroid":
+            centroid = torch.randn(
+                config.num_layers, config.num_experts, config.d_model
+            ).double()
+            self.register_buffer("centroid", centroid)
+        else:
+            self.centroid = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sample_id: torch.Tensor,
+        time_id: torch.Tensor,
+        variate_id: torch.Tensor,
+    ) -> torch.Tensor:
+        """Encode (batch, seq, d_model) tokens with their (batch, seq) ids."""
+        allowed, same_variate = attention_bias(sample_id, time_id, variate_id)
+        rope = self.rotary.tables(time_id)
+        for index, layer in enumerate(self.layers):
+            centroid = None if self.centroid is None else self.centroid[index]
+            x = layer(x, allowed, same_variate, rope, centroid)
+        return self.norm(x)
+
+
+class MoiraiMoEModel(nn.Module):
+    """Moirai-MoE: a decoder-only, sparse mixture-of-experts forecaster.
+
+    The forward pass takes the packed token layout of uni2ts: one token is a
+    16-step patch of one variate, tokens of several series and variates share a
+    sequence and are told apart by their ids. It returns the predictive
+    distribution of every token's *next* patch.
+
+    Parameters
+    ----------
+    config : MoiraiMoEConfig, optional
+        Hyper-parameters; the small release's by default.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(cfg).eval()
+    >>> tokens = torch.randn(1, 3, 16)
+    >>> ids = torch.ones(1, 3, dtype=torch.long)
+    >>> distr = model(
+    ...     tokens, torch.ones(1, 3, 16, dtype=torch.bool), ids,
+    ...     torch.arange(3)[None], ids * 0, torch.zeros(1, 3, dtype=torch.bool),
+    ... )
+    >>> distr.mean.shape
+    torch.Size([1, 3, 16])
+    """
+
+    def __init__(self, config: MoiraiMoEConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or MoiraiMoEConfig()
+        self.in_proj = nn.Linear(config.patch_size, config.d_model)
+        self.res_proj = nn.Linear(config.patch_size, config.d_model)
+        self.feat_proj = nn.Linear(config.d_model, config.d_model)
+        self.encoder = MoiraiMoEEncoder(config)
+        self.param_proj = MixtureHead(config)
+
+    # ----------------------------------------------------------------- forward
+    def scale(
+        self,
+        target: torch.Tensor,
+        observed_mask: torch.Tensor,
+        sample_id: torch.Tensor,
+        variate_id: torch.Tensor,
+        prediction_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Series loc and scale, (*, seq, 1), from observed non-prediction values."""
+        if not self.config.scaling:
+            shape = (*target.shape[:-1], 1)
+            return target.new_zeros(shape), target.new_ones(shape)
+        mask = observed_mask & ~prediction_mask.unsqueeze(-1)
+        return packed_std_scaler(target, mask, sample_id, variate_id)
+
+    def embed(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Residual-MLP projection of scaled patches (..., patch) to tokens."""
+        return self.feat_proj(F.silu(self.in_proj(scaled))) + self.res_proj(scaled)
+
+    def forward(
+        self,
+        target: torch.Tensor,
+        observed_mask: torch.Tensor,
+        sample_id: torch.Tensor,
+        time_id: torch.Tensor,
+        variate_id: torch.Tensor,
+        prediction_mask: torch.Tensor,
+        patch_size: torch.Tensor | None = None,
+    ) -> PackedMixture:
+        """Predict the distribution of each token's next patch.
+
+        Parameters
+        ----------
+        target : torch.Tensor
+            (*, seq, patch) float values; prediction tokens hold any finite value.
+        observed_mask : torch.Tensor
+            (*, seq, patch) bool, True where a value was observed.
+        sample_id : torch.Tensor
+            (*, seq) int; tokens attend only within one sample id, 0 marks padding.
+        time_id : torch.Tensor
+            (*, seq) int patch index in time; attention is causal over it.
+        variate_id : torch.Tensor
+            (*, seq) int variate of each token.
+        prediction_mask : torch.Tensor
+            (*, seq) bool, True for tokens to forecast (excluded from the scaler).
+        patch_size : torch.Tensor, optional
+            (*, seq) int patch length of each token; must equal the configured
+            one (accepted for compatibility with the uni2ts signature).
+
+        Returns
+        -------
+        PackedMixture
+            Distribution with batch shape (*, seq, patch), in data units.
+        """
+        if patch_size is not None and bool(
+            (patch_size != self.config.patch_size).any()
+        ):
+            msg = (
+                f"this model uses patch size {self.config.patch_size} only, got "
+                f"{sorted(set(patch_size.unique().tolist()))}"
+            )
+            raise ValueError(msg)
+        lead = target.shape[:-2]
+        seq, patch = target.shape[-2:]
+
+        def flat(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(-1, seq, *t.shape[len(lead) + 1 :])
+
+        target, observed_mask = flat(target), flat(observed_mask)
+        sample_id, time_id = flat(sample_id), flat(time_id)
+        variate_id, prediction_mask = flat(variate_id), flat(prediction_mask)
+
+        loc, scale = self.scale(
+            target, observed_mask, sample_id, variate_id, prediction_mask
+        )
+        scaled = (target - loc) / scale
+        reprs = self.encoder(self.embed(scaled), sample_id, time_id, variate_id)
+        distr = self.param_proj(reprs, loc, scale)
+        if len(lead) != 1:
+            distr = _reshape_mixture(distr, (*lead, seq))
+        return distr
+
+    # -------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> MoiraiMoEModel:
+        """Load a checkpoint in the official layout, strictly.
+
+        Parameters
+        ----------
+        name_or_path : str or path
+            A local folder holding ``config.json`` and ``model.safetensors``, or a
+            Hugging Face hub id such as ``"Salesforce/moirai-moe-1.0-R-small"``.
+        revision : str, optional
+            Hub revision (branch, tag or commit); ignored for local folders.
+        cache_dir : str or path, optional
+            Hub cache folder.
+        local_files_only : bool
+            Use only already cached hub files.
+        token : str or bool, optional
+            Hub access token.
+        map_location : str or torch.device
+            Device to load the weights to.
+
+        Returns
+        -------
+        MoiraiMoEModel
+            The model, in eval mode.
+
+        Raises
+        ------
+        moirai_moe_sk.exceptions.CheckpointError
+            On a malformed config, a missing, unexpected or mis-shaped tensor, or
+            an unreachable hub.
+        """
+        from ..checkpoint import load_checkpoint
+
+        return load_checkpoint(
+            cls,
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            map_location=map_location,
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> None:
+        """Write ``config.json`` and ``model.safetensors`` in the official layout.
+
+        Files are written to temporary names and moved into place, so a failed
+        save never leaves a half-written checkpoint.
+        """
+        from ..checkpoint import save_checkpoint
+
+        save_checkpoint(self, save_directory)
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under the official uni2ts key names and shapes."""
+        from ..checkpoint import to_official
+
+        return to_official(self.state_dict(), self.config)
+
+    def load_official_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load weights given under the official key names, strictly."""
+        from ..checkpoint import from_official
+
+        self.load_state_dict(from_official(state, self.config), strict=True)
+
+
+def _reshape_mixture(distr: PackedMixture, lead: tuple[int, ...]) -> PackedMixture:
+    def fix(t: torch.Tensor, tail: int) -> torch.Tensor:
+        return t.reshape(*lead, *t.shape[t.dim() - tail :])
+
+    distr.log_weights = fix(distr.log_weights, 2)
+    distr.params = [{k: fix(v, 1) for k, v in par.items()} for par in distr.params]
+    distr.loc, distr.scale = fix(distr.loc, 1), fix(distr.scale, 1)
+    return distr

@@ -1,0 +1,147 @@
+"""Sparse mixture-of-experts feed-forward layer with token-cluster gating.
+
+Each token is routed to ``k`` of ``E`` SwiGLU experts. The released Moirai-MoE
+weights use *token-cluster* gating: the gate scores are Euclidean distances
+between the (normalised) token and fixed per-layer centroids, the ``k``
+**farthest** centroids are selected (uni2ts' ``topk`` keeps its default
+``largest=True``) and their raw distances are softmax-normalised into weights.
+That convention is reproduced by default; ``"nearest"`` selection (softmax of
+negated distances) and a learned linear router are options for new models.
+
+Experts are stored as stacked weights, (expert, d_ff, d_model), and dispatch is
+batched: tokens are sorted by expert and each expert runs one GEMM on its
+contiguous slice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MoiraiMoEConfig
+
+__all__ = ["MoiraiMoEFeedForward", "route"]
+
+
+def route(
+    x: torch.Tensor,
+    config: MoiraiMoEConfig,
+    centroid: torch.Tensor | None = None,
+    gate_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose experts for each token.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Tokens, (tokens, d_model).
+    config : MoiraiMoEConfig
+        Supplies ``gate``, ``gate_selection`` and ``num_experts_per_token``.
+    centroid : torch.Tensor, optional
+        (expert, d_model) centroids for ``gate="centroid"``; cast to ``x``'s dtype.
+    gate_weight : torch.Tensor, optional
+        (expert, d_model) router weights for ``gate="linear"``.
+
+    Returns
+    -------
+    weights : torch.Tensor
+        (tokens, k) mixing weights, summing to one per token.
+    experts : torch.Tensor
+        (tokens, k) int64 expert indices.
+    """
+    k = config.num_experts_per_token
+    if config.gate == "centroid":
+        if centroid is None:
+            msg = "centroid gating needs the layer's centroids"
+            raise ValueError(msg)
+        scores = torch.cdist(x, centroid.to(device=x.device, dtype=x.dtype))
+        if config.gate_selection == "nearest":
+            scores = -scores
+    else:
+        if gate_weight is None:
+            msg = "linear gating needs the router weight"
+            raise ValueError(msg)
+        scores = F.linear(x, gate_weight)
+    top, experts = torch.topk(scores, k, dim=-1)
+    weights = torch.softmax(top, dim=-1, dtype=torch.float).to(x.dtype)
+    return weights, experts
+
+
+class MoiraiMoEFeedForward(nn.Module):
+    """Top-k mixture of SwiGLU experts, ``fc2(silu(fc_gate(x)) * fc1(x))``.
+
+    Parameters
+    ----------
+    config : MoiraiMoEConfig
+        Supplies ``d_model``, ``d_ff``, ``num_experts`` and the gating settings.
+
+    Attributes
+    ----------
+    fc1, fc_gate : torch.nn.Parameter
+        Stacked expert input weights, (expert, d_ff, d_model).
+    fc2 : torch.nn.Parameter
+        Stacked expert output weights, (expert, d_model, d_ff).
+    gate : torch.nn.Linear or None
+        Router for ``config.gate == "linear"``.
+    """
+
+    def __init__(self, config: MoiraiMoEConfig) -> None:
+        super().__init__()
+        self.config = config
+        e, d, h = config.num_experts, config.d_model, config.d_ff
+        self.fc1 = nn.Parameter(torch.empty(e, h, d))
+        self.fc_gate = nn.Parameter(torch.empty(e, h, d))
+        self.fc2 = nn.Parameter(torch.empty(e, d, h))
+        self.gate = nn.Linear(d, e, bias=False) if config.gate == "linear" else None
+        self.dropout = nn.Dropout(config.dropout_p)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise each expert like an ``nn.Linear`` (Kaiming uniform)."""
+        for weight in (self.fc1, self.fc_gate, self.fc2):
+            bound = 1.0 / math.sqrt(weight.shape[-1])
+            nn.init.uniform_(weight, -bound, bound)
+
+    def expert(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Apply expert ``index`` to tokens ``x`` (tokens, d_model)."""
+        hidden = F.silu(F.linear(x, self.fc_gate[index])) * F.linear(x, self.fc1[index])
+        return F.linear(self.dropout(hidden), self.fc2[index])
+
+    def forward(
+        self, x: torch.Tensor, centroid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix the experts chosen for each token.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (..., d_model) tokens (the output of the layer's second norm).
+        centroid : torch.Tensor, optional
+            (expert, d_model) centroids of this layer, for centroid gating.
+
+        Returns
+        -------
+        out : torch.Tensor
+            (..., d_model) mixture output.
+        experts : torch.Tensor
+            (..., k) indices of the experts each token was routed to.
+        """
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        gate_weight = self.gate.weight if self.gate is not None else None
+        weights, experts = route(flat, self.config, centroid, gate_weight)
+        k = experts.shape[-1]
+        # batched dispatch: sort the (token, slot) pairs by expert
+        order = torch.argsort(experts.reshape(-1), stable=True)
+        token = order // k
+        counts = torch.bincount(experts.reshape(-1), minlength=self.config.num_experts)
+        routed = flat.index_select(0, token).split(counts.tolist())
+        outputs = torch.cat(
+            [self.expert(i, chunk) for i, chunk in enumerate(routed) if len(chunk)]
+        )
+        outputs = outputs * weights.reshape(-1, 1).index_select(0, order)
+        out = torch.zeros_like(flat).index_add_(0, token, outputs)
+        return out.view(shape), experts.view(*shape[:-1], k)
