@@ -25,7 +25,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -283,8 +283,8 @@ def _hub_download(
     local_files_only: bool,
     token: str | bool | None,
 ) -> Path:
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub import hf_hub_download
 
     at = f" at revision {revision!r}" if revision else ""
     try:
@@ -407,7 +407,7 @@ def save_checkpoint(
             temps.append((Path(tmp), folder / name))
             write(Path(tmp))
         for tmp, final in temps:
-            os.replace(tmp, final)
+            tmp.replace(final)
     finally:
         for tmp, _ in temps:
             with contextlib.suppress(FileNotFoundError):

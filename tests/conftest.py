@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import make_tiny_model
-
 from moirai_moe_sk.model import MoiraiMoEModel
+
+from _helpers import make_tiny_model
 
 
 @pytest.fixture

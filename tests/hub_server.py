@@ -30,12 +30,14 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 __all__ = ["FakeHub", "HubRequest"]
 
@@ -77,7 +79,7 @@ class _File:
     @property
     def git_sha1(self) -> str:
         header = f"blob {len(self.data)}\0".encode()
-        return hashlib.sha1(header + self.data).hexdigest()  # noqa: S324 - git ids
+        return hashlib.sha1(header + self.data, usedforsecurity=False).hexdigest()
 
     @property
     def sha256(self) -> str:
@@ -127,7 +129,9 @@ class FakeHub:
                     if path.is_file()
                 }
                 commit = revision if _COMMIT.match(revision) else None
-                snapshot = _Snapshot(commit or _commit_id(repo_id, revision, files), files)
+                snapshot = _Snapshot(
+                    commit or _commit_id(repo_id, revision, files), files
+                )
                 snapshots[revision] = snapshot
                 for file in files.values():
                     if file.lfs:
@@ -142,7 +146,7 @@ class FakeHub:
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> FakeHub:
+    def start(self) -> Self:
         """Start the hub and CDN servers on free ports of 127.0.0.1.
 
         Returns
@@ -178,10 +182,12 @@ class FakeHub:
         self._servers.clear()
         self._threads.clear()
 
-    def __enter__(self) -> FakeHub:
+    def __enter__(self) -> Self:
+        """Start the servers (see :meth:`start`)."""
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
+        """Stop the servers (see :meth:`stop`)."""
         self.stop()
 
     # ---------------------------------------------------------------- info
@@ -203,7 +209,7 @@ class FakeHub:
         return f"http://{host}:{port}"
 
     def commit(self, repo_id: str, revision: str = "main") -> str:
-        """The commit id the hub reports for ``revision`` of ``repo_id``.
+        """Return the commit id the hub reports for ``revision`` of ``repo_id``.
 
         Parameters
         ----------
@@ -226,7 +232,7 @@ class FakeHub:
             return list(self._requests)
 
     def requests_between(self, start: float, end: float) -> list[HubRequest]:
-        """The requests received from ``start`` to ``end`` (``time.time()`` values).
+        """Return the requests received between two ``time.time()`` values.
 
         Parameters
         ----------
@@ -296,13 +302,15 @@ class FakeHub:
 
 
 def _commit_id(repo_id: str, revision: str, files: Mapping[str, _File]) -> str:
-    digest = hashlib.sha1(f"{repo_id}\0{revision}".encode())  # noqa: S324 - git-like id
+    digest = hashlib.sha1(f"{repo_id}\0{revision}".encode(), usedforsecurity=False)
     for name, file in sorted(files.items()):
         digest.update(f"\0{name}\0{file.git_sha1}".encode())
     return digest.hexdigest()
 
 
-def _error(status: int, code: str | None, message: str) -> tuple[int, dict[str, Any], bytes]:
+def _error(
+    status: int, code: str | None, message: str
+) -> tuple[int, dict[str, Any], bytes]:
     body = json.dumps({"error": message}).encode()
     headers = {
         "Content-Type": "application/json",
@@ -317,10 +325,10 @@ def _error(status: int, code: str | None, message: str) -> tuple[int, dict[str, 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeHub/1.0"
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self._respond(send_body=False)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._respond(send_body=True)
 
     def _respond(self, *, send_body: bool) -> None:
@@ -345,5 +353,5 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body and body:
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, fmt: str, *args: Any) -> None:
         """Keep test output quiet."""

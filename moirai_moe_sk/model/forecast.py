@@ -89,7 +89,7 @@ def forecast_packed(
         (batch, num_samples, prediction_length, variate) samples in data units.
     """
     d, c, steps = packed.num_variates, packed.context_tokens, packed.prediction_tokens
-    batch, seq, patch = packed.target.shape
+    batch, _, patch = packed.target.shape
     pred_index, assign_index = packed.last_context_index, packed.first_future_index
 
     distr = model(**packed.inputs())

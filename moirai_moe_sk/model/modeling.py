@@ -195,7 +195,7 @@ class MoiraiMoEModel(nn.Module):
             )
             raise ValueError(msg)
         lead = target.shape[:-2]
-        seq, patch = target.shape[-2:]
+        seq = target.shape[-2]
 
         def flat(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(-1, seq, *t.shape[len(lead) + 1 :])
@@ -278,7 +278,7 @@ class MoiraiMoEModel(nn.Module):
         save_checkpoint(self, save_directory)
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights under the official uni2ts key names and shapes."""
+        """Return the weights under the official uni2ts key names and shapes."""
         from ..checkpoint import to_official
 
         return to_official(self.state_dict(), self.config)

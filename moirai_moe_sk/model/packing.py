@@ -68,7 +68,7 @@ class PackedBatch:
         return torch.arange(d * c, d * (c + p), p, device=self.target.device)
 
     def inputs(self) -> dict[str, torch.Tensor]:
-        """The keyword arguments of :meth:`MoiraiMoEModel.forward`."""
+        """Return the keyword arguments of :meth:`MoiraiMoEModel.forward`."""
         return {
             "target": self.target,
             "observed_mask": self.observed_mask,

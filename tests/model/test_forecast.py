@@ -7,12 +7,11 @@ from moirai_moe_sk.model import forecast, pack
 def _series(batch=2, ctx=70, dim=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(ctx, dtype=torch.float)
-    y = (
+    return (
         50
         + 10 * torch.sin(t / 4)[None, :, None]
         + torch.randn(batch, ctx, dim, generator=g)
     )
-    return y
 
 
 def _gen(seed=0):

@@ -93,12 +93,5 @@ def test_covariate_padding_quirk_kept_for_parity():
         drop_padding=False,
     )
     # target tokens: patches 0-2 are padding; covariate: patch 0 counts as real
-    assert packed.sample_id[0].tolist() == [0, 0, 0, 1, 1, 1, 1] + [1] + [
-        1,
-        0,
-        0,
-        1,
-        1,
-        1,
-        1,
-    ]
+    target, future, covariate = [0, 0, 0, 1, 1, 1, 1], [1], [1, 0, 0, 1, 1, 1, 1]
+    assert packed.sample_id[0].tolist() == [*target, *future, *covariate]

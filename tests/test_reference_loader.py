@@ -1,0 +1,46 @@
+"""The reference implementation reads checkpoints we save (needs the uni2ts venv)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from _helpers import make_tiny_model
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "make_parity_fixtures.py"
+
+
+@pytest.mark.reference
+def test_uni2ts_from_pretrained_strict_reads_our_checkpoint(reference_python, tmp_path):
+    folder = tmp_path / "ours"
+    make_tiny_model(seed=3, num_experts=32).save_pretrained(folder)
+    result = subprocess.run(
+        [reference_python, str(SCRIPT), "--check-load", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.reference
+def test_uni2ts_rejects_a_checkpoint_with_a_missing_tensor(reference_python, tmp_path):
+    # guards the guard: the reference check above must really be strict
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "broken"
+    make_tiny_model(seed=3, num_experts=32).save_pretrained(folder)
+    state = load_file(folder / "model.safetensors")
+    del state["encoder.layers.0.ffn.experts.3.fc2.weight"]
+    save_file(state, folder / "model.safetensors")
+    result = subprocess.run(
+        [reference_python, str(SCRIPT), "--check-load", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0
