@@ -379,7 +379,8 @@ def load_checkpoint(
     config = read_config(config_path, source)
     state = read_weights(weights_path, source, map_location)
     internal = from_official(state, config, source)
-    with torch.device(map_location):
+    # building the module runs the initialisers: keep the caller's RNG untouched
+    with torch.random.fork_rng(devices=[]), torch.device(map_location):
         model = cls(config)
     model.load_state_dict(internal, strict=True)
     logger.info("loaded Moirai-MoE checkpoint from %s", source)

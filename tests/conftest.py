@@ -6,10 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from moirai_moe_sk.model import MoiraiMoEModel
 
 from _helpers import make_tiny_model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run faster on one thread, and do not fight parallel jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
