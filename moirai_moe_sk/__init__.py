@@ -14,12 +14,14 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .exceptions import CheckpointError, ConfigError
+    from .forecaster import MoiraiMoEForecaster
     from .model import MoiraiMoEConfig, MoiraiMoEModel
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "MoiraiMoEConfig",
+    "MoiraiMoEForecaster",
     "MoiraiMoEModel",
     "__version__",
 ]
@@ -28,6 +30,7 @@ _LAZY = {
     "CheckpointError": "exceptions",
     "ConfigError": "exceptions",
     "MoiraiMoEConfig": "model",
+    "MoiraiMoEForecaster": "forecaster",
     "MoiraiMoEModel": "model",
 }
 

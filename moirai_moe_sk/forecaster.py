@@ -1,0 +1,671 @@
+"""sktime forecaster for zero-shot probabilistic forecasting with Moirai-MoE."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import numbers
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sktime.forecasting.base import BaseForecaster
+
+from . import convert
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MoiraiMoEForecaster"]
+
+#: with ``batch_size=None``, series are decoded in chunks of about this many
+#: sample paths (64 series at 100 samples)
+AUTO_BATCH_PATHS = 6400
+
+_POINTS = ("median", "mean")
+_DTYPES = {"float32": "float32", "fp32": "float32"}
+
+
+class MoiraiMoEForecaster(BaseForecaster):
+    """Zero-shot probabilistic forecaster built on Salesforce's Moirai-MoE.
+
+    Moirai-MoE [1]_ is a decoder-only transformer with sparse mixture-of-experts
+    layers, pretrained on a large corpus of time series. It cuts each series
+    into patches of 16 steps and predicts the next patch as a mixture
+    distribution; longer horizons are decoded autoregressively by feeding
+    sampled patches back, so every forecast comes from coherent sample paths.
+
+    ``fit`` loads the weights (once per process and checkpoint, through a
+    shared cache) and stores the series as context; no weight is trained.
+    ``predict``, ``predict_quantiles``, ``predict_interval``, ``predict_var``
+    and ``predict_proba`` are all computed from one set of sample paths per
+    call; the draw is seeded once per fit, so these methods agree with each
+    other and repeated calls give identical results.
+    Quantiles are order statistics of the samples, exactly as GluonTS'
+    ``SampleForecast`` takes them (``sorted[round((N - 1) * q)]``), so they are
+    monotone in ``alpha`` and intervals are nested; ``predict_proba`` returns
+    the samples as an empirical distribution, never a normal approximation.
+
+    Several columns in ``y`` are forecast jointly (one multivariate forecast,
+    through the model's any-variate attention). Panels and hierarchies are
+    forecast in batches of series; series may have unequal lengths, missing
+    values (NaN) and be shorter than one patch.
+
+    Exogenous data: columns of the ``X`` passed to ``predict`` are used as
+    *known-future* covariates (their values at the forecast time stamps are
+    needed); columns seen in ``fit``/``update`` but not passed to ``predict``
+    are used as *past-only* covariates. ``X`` passed to ``predict`` without
+    ``X`` in ``fit`` is ignored, since covariates need their past values.
+
+    Parameters
+    ----------
+    checkpoint : str or path-like, default="Salesforce/moirai-moe-1.0-R-small"
+        Where the weights come from, in this order of resolution:
+
+        * a local folder holding ``config.json`` and ``model.safetensors`` in
+          the official uni2ts layout (e.g. one written by
+          ``MoiraiMoEModel.save_pretrained``);
+        * the name of a model bundled with this package, once one exists;
+        * a Hugging Face hub id such as ``"Salesforce/moirai-moe-1.0-R-small"``
+          or ``"Salesforce/moirai-moe-1.0-R-base"``, downloaded once into the
+          hub cache.
+    context_length : int or None, default=None
+        Number of most recent steps of each series the model sees. ``None``
+        uses the longest series, capped at 1024 steps
+        (``moirai_moe_sk.convert.DEFAULT_MAX_CONTEXT``). Shorter series are
+        left-padded; cost grows quadratically with ``context_length / 16``.
+    num_samples : int, default=100
+        Number of sample paths drawn per series; all forecasts are statistics
+        of these. More samples give smoother quantiles and cost linearly more.
+    point : {"median", "mean"}, default="median"
+        Statistic of the sample paths returned by ``predict``.
+
+        * ``"median"``: the 0.5 order statistic (as GluonTS; robust to the
+          heavy tails of the Student-t mixture components);
+        * ``"mean"``: the sample mean.
+    batch_size : int or None, default=None
+        Number of series decoded together. ``None`` picks chunks of about
+        6400 sample paths (64 series at ``num_samples=100``). Lower it if
+        memory runs out; results with ``random_state`` set depend on it.
+    device : str or torch.device, default="auto"
+        Device to run the model on. ``"auto"`` picks ``"cuda"`` when
+        available, else ``"cpu"``; any torch device string is accepted
+        (``"mps"`` only explicitly).
+    dtype : str or torch.dtype or None, default=None
+        Compute precision; ``None`` means float32, currently the only
+        supported value (reduced precision is rejected with a ValueError).
+    revision : str or None, default=None
+        Hub revision (branch, tag or commit hash) of a hub ``checkpoint``;
+        pin a commit for reproducible results. Ignored for local folders.
+    cache_dir : str or path-like or None, default=None
+        Hugging Face hub cache folder; ``None`` uses huggingface_hub's default
+        (``HF_HOME``/``HF_HUB_CACHE``).
+    local_files_only : bool, default=False
+        If True, never contact the hub: use only files already in the cache
+        (a clear error names the checkpoint if they are missing).
+    random_state : int, numpy RandomState/Generator or None, default=None
+        Seed of the sample paths. Each predict call seeds a local
+        ``torch.Generator`` (the global random state is never touched) with a
+        seed fixed at ``fit``: the int itself (0 included), one drawn from a
+        numpy RandomState/Generator, or, for ``None``, fresh OS entropy. So
+        one fitted forecaster always returns the same forecasts, and with an
+        int every fit does too.
+
+    Attributes
+    ----------
+    device_ : str
+        The device the model runs on (``device`` resolved).
+    model_config_ : MoiraiMoEConfig
+        Hyper-parameters of the loaded checkpoint.
+
+    Notes
+    -----
+    **Licence of the weights.** This package's licence covers its code only.
+    Weights downloaded from the hub carry their publisher's licence, stated on
+    their model card: the Salesforce Moirai-MoE models are released under
+    CC-BY-NC-4.0 (non-commercial use). Check the model card before use.
+
+    In-sample forecasts (``fh`` at or before the cutoff) are not supported. A
+    relative ``fh`` counts from each series' own last time stamp; an absolute
+    ``fh`` gives the same time stamps to all series of a panel.
+
+    References
+    ----------
+    .. [1] X. Liu, J. Liu, G. Woo, T. Aksu, Y. Liang, R. Zimmermann, C. Liu,
+       S. Savarese, C. Xiong and D. Sahoo. "Moirai-MoE: Empowering Time Series
+       Foundation Models with Sparse Mixture of Experts". ICML 2025.
+
+    See Also
+    --------
+    moirai_moe_sk.model.MoiraiMoEModel : the underlying PyTorch module.
+
+    Examples
+    --------
+    A tiny random-weight checkpoint keeps this example offline (its forecasts
+    are meaningless):
+
+    >>> import tempfile
+    >>> from sktime.datasets import load_airline
+    >>> from moirai_moe_sk.forecaster import MoiraiMoEForecaster
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> folder = tempfile.mkdtemp()
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> MoiraiMoEModel(config).save_pretrained(folder)
+    >>> y = load_airline()
+    >>> forecaster = MoiraiMoEForecaster(folder, num_samples=20, random_state=0)
+    >>> forecaster = forecaster.fit(y, fh=[1, 2, 3])
+    >>> y_pred = forecaster.predict()
+    >>> y_int = forecaster.predict_interval(coverage=[0.8, 0.95])
+    >>> y_int.shape
+    (3, 4)
+
+    The released weights (downloaded from the Hugging Face hub once):
+
+    >>> forecaster = MoiraiMoEForecaster(
+    ...     "Salesforce/moirai-moe-1.0-R-small"
+    ... ).fit(y, fh=range(1, 25))  # doctest: +SKIP
+    """
+
+    _tags: ClassVar[dict[str, Any]] = {
+        # packaging info
+        # --------------
+        "authors": ["moirai_moe_sk developers"],
+        "maintainers": ["moirai_moe_sk developers"],
+        "python_dependencies": ["torch", "huggingface_hub", "safetensors"],
+        # estimator type
+        # --------------
+        "y_inner_mtype": [
+            "pd.Series",
+            "pd.DataFrame",
+            "pd-multiindex",
+            "pd_multiindex_hier",
+        ],
+        "X_inner_mtype": ["pd.DataFrame", "pd-multiindex", "pd_multiindex_hier"],
+        "capability:multivariate": True,
+        "capability:exogenous": True,
+        "capability:categorical_in_X": False,
+        "capability:non_contiguous_X": True,
+        "capability:missing_values": True,
+        "capability:unequal_length": True,
+        "capability:insample": False,
+        "capability:pred_int": True,
+        "capability:pred_int:insample": False,
+        "capability:update": True,
+        "requires-fh-in-fit": False,
+        "X-y-must-have-same-index": True,
+        "enforce_index_type": None,
+        "property:randomness": "derandomized",
+        "capability:random_state": True,
+    }
+
+    def __init__(
+        self,
+        checkpoint="Salesforce/moirai-moe-1.0-R-small",
+        context_length=None,
+        num_samples=100,
+        point="median",
+        batch_size=None,
+        device="auto",
+        dtype=None,
+        revision=None,
+        cache_dir=None,
+        local_files_only=False,
+        random_state=None,
+    ):
+        self.checkpoint = checkpoint
+        self.context_length = context_length
+        self.num_samples = num_samples
+        self.point = point
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.revision = revision
+        self.cache_dir = cache_dir
+        self.local_files_only = local_files_only
+        self.random_state = random_state
+        super().__init__()
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Drop the (shared, re-loadable) model from pickles.
+
+        Weights are never pickled: an unpickled forecaster reloads them
+        through the process-wide cache on first use.
+        """
+        state = dict(self.__dict__)
+        state["_model"] = None
+        return state
+
+    # --------------------------------------------------------------- checks
+    def _check_params(self) -> None:
+        def positive_int(name: str, value: Any, allow_none: bool) -> None:
+            if value is None and allow_none:
+                return
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Integral)
+                or value < 1
+            ):
+                none = " or None" if allow_none else ""
+                msg = f"{name} must be a positive integer{none}, got {value!r}"
+                raise ValueError(msg)
+
+        positive_int("num_samples", self.num_samples, allow_none=False)
+        positive_int("context_length", self.context_length, allow_none=True)
+        positive_int("batch_size", self.batch_size, allow_none=True)
+        if self.point not in _POINTS:
+            msg = f"point must be one of {_POINTS}, got {self.point!r}"
+            raise ValueError(msg)
+        if not isinstance(self.checkpoint, str | os.PathLike):
+            msg = (
+                "checkpoint must be a hub id or a folder path, got "
+                f"{type(self.checkpoint).__name__}"
+            )
+            raise TypeError(msg)
+        if not isinstance(self.local_files_only, bool):
+            msg = f"local_files_only must be a bool, got {self.local_files_only!r}"
+            raise TypeError(msg)
+        rs = self.random_state
+        numpy_rng = isinstance(rs, np.random.RandomState | np.random.Generator)
+        bad_int = isinstance(rs, bool) or not isinstance(rs, numbers.Integral) or rs < 0
+        if rs is not None and not numpy_rng and bad_int:
+            msg = (
+                "random_state must be None, a non-negative int or a numpy "
+                f"RandomState/Generator, got {rs!r}"
+            )
+            raise ValueError(msg)
+
+    def _resolve_device(self) -> Any:
+        import torch
+
+        if isinstance(self.device, str) and self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            msg = f"device must be 'auto' or a torch device, got {self.device!r}"
+            raise ValueError(msg) from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            msg = (
+                "device='cuda' was requested but CUDA is not available; use "
+                "'auto' or 'cpu'"
+            )
+            raise ValueError(msg)
+        return device
+
+    def _resolve_dtype(self) -> Any:
+        import torch
+
+        if self.dtype is None or self.dtype is torch.float32:
+            return torch.float32
+        if isinstance(self.dtype, str) and self.dtype in _DTYPES:
+            return torch.float32
+        msg = (
+            f"dtype {self.dtype!r} is not supported: the forecaster computes in "
+            "float32 (dtype=None); reduced precision needs the model's sampling "
+            "to stay in float32 and is not available yet"
+        )
+        raise ValueError(msg)
+
+    # ------------------------------------------------------------------ fit
+    def _load_model(self) -> Any:
+        from ._cache import get_model
+
+        return get_model(
+            self.checkpoint,
+            revision=self.revision,
+            cache_dir=self.cache_dir,
+            local_files_only=self.local_files_only,
+            device=self._device,
+            dtype=self._torch_dtype,
+        )
+
+    def _get_model(self) -> Any:
+        model = getattr(self, "_model", None)
+        if model is None:  # after unpickling
+            model = self._model = self._load_model()
+        return model
+
+    def _freq(self) -> Any:
+        return getattr(self.cutoff, "freq", None)
+
+    def _fit(self, y, X=None, fh=None):
+        """Load the model (through the shared cache) and keep ``y``/``X`` as context.
+
+        Parameters
+        ----------
+        y : pd.Series, pd.DataFrame (plain, pd-multiindex or pd_multiindex_hier)
+            Target series: the context of the forecasts.
+        X : pd.DataFrame, optional
+            Exogenous series aligned with ``y``.
+        fh : ForecastingHorizon, optional
+            Not needed at fit time.
+
+        Returns
+        -------
+        self : MoiraiMoEForecaster
+        """
+        self._check_params()
+        self._device = self._resolve_device()
+        self._torch_dtype = self._resolve_dtype()
+        self._y_store = convert.SeriesStore.from_sktime(y, "y", freq=self._freq())
+        self._x_store = (
+            convert.SeriesStore.from_sktime(X, "X", freq=self._freq())
+            if X is not None
+            else None
+        )
+        self._model = self._load_model()
+        self._seed = self._draw_seed()
+        self.device_ = str(self._device)
+        self.model_config_ = self._model.config
+        return self
+
+    def _update(self, y, X=None, update_params=True):
+        """Append new observations to the context (nothing is reloaded).
+
+        Parameters
+        ----------
+        y : sktime time series
+            New target values; values at already known time stamps replace the
+            old ones.
+        X : sktime time series, optional
+            New exogenous values.
+        update_params : bool
+            Ignored: a zero-shot model has no parameters to update.
+
+        Returns
+        -------
+        self : MoiraiMoEForecaster
+        """
+        self._y_store = self._y_store.append(y, "y")
+        if X is not None:
+            self._x_store = (
+                self._x_store.append(X, "X")
+                if self._x_store is not None
+                else convert.SeriesStore.from_sktime(X, "X", freq=self._freq())
+            )
+        return self
+
+    # -------------------------------------------------------------- sampling
+    def _draw_seed(self) -> int:
+        """Draw the seed of this fit's sample paths.
+
+        An int ``random_state`` is used as is (so seed ``s`` reproduces uni2ts'
+        samples under ``torch.manual_seed(s)``); a numpy RandomState/Generator
+        is drawn from; ``None`` draws fresh OS entropy, never the global RNG.
+        Every predict call of one fitted state uses the same seed, so all
+        ``predict_*`` methods see the same sample paths.
+        """
+        rs = self.random_state
+        if rs is None:
+            return secrets.randbits(63)
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(0, 2**31 - 1))
+        if isinstance(rs, np.random.Generator):
+            return int(rs.integers(0, 2**63 - 1))
+        return int(rs)
+
+    def _generator(self) -> Any:
+        import torch
+
+        return torch.Generator(device=self._device).manual_seed(self._seed)
+
+    def _sample_paths(self, fh, X):
+        """Sample paths for the horizon: (samples, horizon, keys).
+
+        ``samples`` has shape (series, num_samples, prediction_length, variate).
+        The draw is a pure function of the fitted state, ``fh`` (through its
+        largest step) and ``X``, so repeated calls agree exactly.
+        """
+        store = self._y_store
+        keys = store.keys
+        horizon = convert.horizon_steps(fh, self.cutoff, store, keys)
+        future_x = None
+        if X is not None and self._x_store is not None:
+            future_x = convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
+        elif X is not None:
+            logger.debug("X passed to predict without X in fit is ignored")
+        context_length = convert.resolve_context_length(self.context_length, store)
+        targets = convert.target_arrays(store, keys, context_length)
+        covariates = convert.covariate_arrays(
+            self._x_store, future_x, keys, targets, horizon, store
+        )
+        samples = self._run_model(targets, covariates, horizon.prediction_length)
+        return samples, horizon, keys
+
+    def _run_model(
+        self,
+        targets: convert.TargetBatch,
+        covariates: convert.CovariateBatch,
+        prediction_length: int,
+    ) -> np.ndarray:
+        import torch
+
+        from .model import forecast
+
+        model = self._get_model()
+        if model.training:  # the shared model must stay untouched
+            msg = "the cached Moirai-MoE model was put in training mode by someone"
+            raise RuntimeError(msg)
+        n_series = targets.target.shape[0]
+        batch = self.batch_size or max(1, AUTO_BATCH_PATHS // self.num_samples)
+        generator = self._generator()
+        device = self._device
+
+        def tensor(array: np.ndarray, rows: slice) -> torch.Tensor:
+            return torch.from_numpy(array[rows]).to(device)
+
+        def optional(array: np.ndarray | None, rows: slice) -> torch.Tensor | None:
+            return None if array is None else tensor(array, rows)
+
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, n_series, batch):
+                rows = slice(start, start + batch)
+                samples = forecast(
+                    model,
+                    tensor(targets.target, rows),
+                    tensor(targets.observed, rows),
+                    tensor(targets.is_pad, rows),
+                    prediction_length=prediction_length,
+                    num_samples=int(self.num_samples),
+                    feat_dynamic_real=optional(covariates.known, rows),
+                    observed_feat_dynamic_real=optional(
+                        covariates.known_observed, rows
+                    ),
+                    past_feat_dynamic_real=optional(covariates.past, rows),
+                    past_observed_feat_dynamic_real=optional(
+                        covariates.past_observed, rows
+                    ),
+                    generator=generator,
+                )
+                chunks.append(samples.float().cpu().numpy())
+        return np.concatenate(chunks).astype(np.float64)
+
+    # -------------------------------------------------------------- predict
+    def _predict(self, fh, X=None):
+        """Point forecasts: the median (or mean) of the sample paths.
+
+        Parameters
+        ----------
+        fh : ForecastingHorizon
+            Out-of-sample horizon.
+        X : sktime time series, optional
+            Known-future covariates covering the horizon.
+
+        Returns
+        -------
+        y_pred : same mtype as ``y`` in fit
+        """
+        samples, horizon, keys = self._sample_paths(fh, X)
+        return convert.format_point(samples, self.point, self._y_store, keys, horizon)
+
+    def _predict_quantiles(self, fh, X, alpha):
+        """Quantile forecasts: order statistics of the sample paths.
+
+        Parameters
+        ----------
+        fh : ForecastingHorizon
+            Out-of-sample horizon.
+        X : sktime time series or None
+            Known-future covariates covering the horizon.
+        alpha : list of float
+            Probabilities in [0, 1].
+
+        Returns
+        -------
+        quantiles : pd.DataFrame
+            Columns (variable, alpha), rows the forecast index.
+        """
+        samples, horizon, keys = self._sample_paths(fh, X)
+        columns = self._get_columns(method="predict_quantiles", alpha=alpha)
+        return convert.format_quantiles(
+            samples, alpha, columns, self._y_store, keys, horizon
+        )
+
+    def _predict_interval(self, fh, X, coverage):
+        """Central prediction intervals from the same order statistics.
+
+        Parameters
+        ----------
+        fh : ForecastingHorizon
+            Out-of-sample horizon.
+        X : sktime time series or None
+            Known-future covariates covering the horizon.
+        coverage : list of float
+            Nominal coverages in [0, 1].
+
+        Returns
+        -------
+        pred_int : pd.DataFrame
+            Columns (variable, coverage, "lower"/"upper").
+        """
+        samples, horizon, keys = self._sample_paths(fh, X)
+        columns = self._get_columns(method="predict_interval", coverage=coverage)
+        return convert.format_interval(
+            samples, coverage, columns, self._y_store, keys, horizon
+        )
+
+    def _predict_var(self, fh, X=None, cov=False):
+        """Variance of the sample paths (``ddof=0``), or their covariance over time.
+
+        Parameters
+        ----------
+        fh : ForecastingHorizon
+            Out-of-sample horizon.
+        X : sktime time series, optional
+            Known-future covariates covering the horizon.
+        cov : bool
+            If True, the covariance between forecast time stamps per variable.
+
+        Returns
+        -------
+        pred_var : pd.DataFrame
+        """
+        samples, horizon, keys = self._sample_paths(fh, X)
+        return convert.format_var(samples, self._y_store, keys, horizon, cov)
+
+    def _predict_proba(self, fh, X, marginal=True):
+        """Return the sample paths as a skpro ``Empirical`` distribution.
+
+        Parameters
+        ----------
+        fh : ForecastingHorizon
+            Out-of-sample horizon.
+        X : sktime time series or None
+            Known-future covariates covering the horizon.
+        marginal : bool
+            If True, sampling from the result draws each time stamp
+            independently; if False, whole sample paths (joint over time).
+
+        Returns
+        -------
+        skpro.distributions.Empirical
+        """
+        try:
+            from skpro.distributions import Empirical
+        except ModuleNotFoundError as err:  # sktime's distributions live in skpro
+            msg = (
+                "predict_proba returns an skpro Empirical distribution of the sample "
+                "paths and needs skpro: pip install 'moirai_moe_sk[proba]'"
+            )
+            raise ModuleNotFoundError(msg) from err
+
+        samples, horizon, keys = self._sample_paths(fh, X)
+        spl, index = convert.format_samples(samples, self._y_store, keys, horizon)
+        columns = self._get_columns(method="predict")
+        spl.columns = columns
+        return Empirical(spl, time_indep=marginal, index=index, columns=columns)
+
+    # -------------------------------------------------------------- testing
+    @classmethod
+    def get_test_params(cls, parameter_set="default"):
+        """Return cheap parameter sets for sktime's estimator checks.
+
+        Each points at a tiny random-weight checkpoint in the official layout,
+        written once (atomically) into a folder under the system temp dir; no
+        download happens.
+
+        Parameters
+        ----------
+        parameter_set : str, default="default"
+            Name of the set of test parameters to return.
+
+        Returns
+        -------
+        params : list of dict
+            Constructor parameters of the test instances.
+        """
+        first = _tiny_checkpoint("tiny-a", seed=0, num_layers=1, num_experts=4)
+        second = _tiny_checkpoint("tiny-b", seed=1, num_layers=2, num_experts=8)
+        return [
+            {"checkpoint": first, "num_samples": 10, "random_state": 0},
+            {
+                "checkpoint": second,
+                "num_samples": 7,
+                "point": "mean",
+                "context_length": 40,
+                "batch_size": 2,
+                "random_state": 42,
+            },
+        ]
+
+
+def _tiny_checkpoint(name: str, seed: int, **config: Any) -> str:
+    """Write (once per machine) a tiny seeded checkpoint in the official layout.
+
+    The folder name carries the package version and the configuration, so a
+    format change writes a new folder. Creating the model never touches the
+    global random state (``torch.random.fork_rng``).
+    """
+    import torch
+
+    from ._version import __version__
+    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from .model import MoiraiMoEConfig, MoiraiMoEModel
+
+    tag = hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()[:8]
+    root = Path(tempfile.gettempdir()) / "moirai_moe_sk_test_checkpoints"
+    folder = root / f"{name}-{__version__}-{tag}-seed{seed}"
+    if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file():
+        return str(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MoiraiMoEModel(MoiraiMoEConfig(d_model=64, d_ff=64, **config))
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        model.save_pretrained(staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process won the race: its copy is identical
+            if not (folder / WEIGHTS_NAME).is_file():
+                raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+    return str(folder)
