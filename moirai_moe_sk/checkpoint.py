@@ -293,7 +293,7 @@ def _hub_download(
                 repo_id,
                 filename,
                 revision=revision,
-                cache_dir=cache_dir,
+                cache_dir=None if cache_dir is None else Path(cache_dir),
                 local_files_only=local_files_only,
                 token=token,
             )
@@ -403,10 +403,12 @@ def save_checkpoint(
             (WEIGHTS_NAME, lambda p: save_file(state, str(p))),
             (CONFIG_NAME, lambda p: p.write_text(config_text, encoding="utf-8")),
         ):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{name}.", suffix=".tmp", dir=folder
+            )
             os.close(fd)
-            temps.append((Path(tmp), folder / name))
-            write(Path(tmp))
+            temps.append((Path(tmp_name), folder / name))
+            write(Path(tmp_name))
         for tmp, final in temps:
             tmp.replace(final)
     finally:

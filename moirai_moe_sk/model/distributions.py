@@ -106,9 +106,10 @@ class MixtureHead(nn.Module):
         """
         k, p = len(self.components), self.patch_size
         logits = self.proj["weights_logits"](x).unflatten(-1, (k, p)).transpose(-1, -2)
+        projections = self.proj["components"].children()
         params = [
-            _domain_map(name, {leaf: lin(x) for leaf, lin in proj.items()})
-            for name, proj in zip(self.components, self.proj["components"], strict=True)
+            _domain_map(name, {leaf: lin(x) for leaf, lin in proj.named_children()})
+            for name, proj in zip(self.components, projections, strict=True)
         ]
         return PackedMixture(
             logits, self.components, params, loc, scale, fixed_scale=self.fixed_scale

@@ -64,6 +64,9 @@ class RotaryTimeEmbedding(nn.Module):
     def __init__(self, rotary_dim: int, max_len: int = 512, base: float = 10000.0):
         super().__init__()
         self.rotary_dim = rotary_dim
+        self.theta: torch.Tensor
+        self.cos: torch.Tensor
+        self.sin: torch.Tensor
         exponent = torch.arange(0, rotary_dim, 2, dtype=torch.float) / rotary_dim
         self.register_buffer("theta", 1.0 / torch.pow(base, exponent), persistent=False)
         self.register_buffer("cos", torch.empty(0, rotary_dim), persistent=False)

@@ -147,7 +147,6 @@ def pack(
     p = patch_size
     ctx_tokens = -(-context // p)
     pred_tokens = -(-prediction_length // p)
-    ones = {"dtype": torch.long, "device": device}
 
     # time ids: patches up to and including the first observed one get 0
     observed_patch = _patches(past_observed, p, left=True, value=False).view(
@@ -191,7 +190,7 @@ def pack(
         sample_id.append(sid.repeat(1, n_var))
         time_id.append(tid.repeat(1, n_var))
         variate_id.append(
-            torch.arange(first_variate, first_variate + n_var, **ones)
+            torch.arange(first_variate, first_variate + n_var, device=device)
             .repeat_interleave(tid.shape[1])
             .expand(batch, -1)
         )
@@ -219,7 +218,7 @@ def pack(
     add(
         _patches(past_target.new_zeros(future_shape), p, left=False),
         _patches(torch.ones(future_shape, dtype=torch.bool, device=device), p, False),
-        torch.ones(batch, pred_tokens, **ones),
+        torch.ones(batch, pred_tokens, dtype=torch.long, device=device),
         future_time,
         0,
         predicted=True,
@@ -244,7 +243,7 @@ def pack(
         add(
             _patches(fut_f, p, left=False),
             _patches(fut_o, p, left=False, value=False),
-            torch.ones(batch, pred_tokens, **ones),
+            torch.ones(batch, pred_tokens, dtype=torch.long, device=device),
             future_time,
             next_variate,
             predicted=False,
