@@ -45,6 +45,22 @@ def state_digest(model: Any) -> str:
 
 
 # ----------------------------------------------------------------- the child
+def _fit_forecaster(name: str, kwargs: dict[str, Any]) -> Any:
+    """Fit and run ``MoiraiMoEForecaster(checkpoint=name)``; return its model."""
+    import numpy as np
+    import pandas as pd
+
+    from moirai_moe_sk import MoiraiMoEForecaster
+
+    y = pd.Series(np.sin(np.arange(40) / 3.0) + 5.0)
+    forecaster = MoiraiMoEForecaster(
+        checkpoint=name, num_samples=8, random_state=0, **kwargs
+    )
+    forecaster.fit(y, fh=[1, 2, 3])
+    assert forecaster.predict_interval(coverage=0.8).notna().all().all()
+    return forecaster._model
+
+
 def _child_main(spec: dict[str, Any]) -> None:
     slept: list[float] = []
     if spec.get("record_sleeps"):
@@ -61,7 +77,10 @@ def _child_main(spec: dict[str, Any]) -> None:
     for call in spec["calls"]:
         start = time.time()
         try:
-            model = MoiraiMoEModel.from_pretrained(call["name"], **call["kwargs"])
+            if call.get("forecaster"):
+                model = _fit_forecaster(call["name"], call["kwargs"])
+            else:
+                model = MoiraiMoEModel.from_pretrained(call["name"], **call["kwargs"])
         except Exception as err:  # noqa: BLE001 - reported to the parent
             cause = err.__cause__
             result = {
@@ -124,6 +143,7 @@ def run_child(
     home: Path,
     offline: bool = False,
     record_sleeps: bool = False,
+    forecaster: bool = False,
 ) -> Outcome:
     """Run ``from_pretrained(name, **kwargs)`` for each call in one child process.
 
@@ -139,6 +159,8 @@ def run_child(
         Set ``HF_HUB_OFFLINE=1`` in the child.
     record_sleeps : bool
         Record huggingface_hub's retry waits instead of sleeping them.
+    forecaster : bool
+        Fit a ``MoiraiMoEForecaster(checkpoint=name, **kwargs)`` instead.
 
     Returns
     -------
@@ -146,7 +168,10 @@ def run_child(
         One result per call, the recorded waits and the wall time.
     """
     spec = {
-        "calls": [{"name": name, "kwargs": kwargs} for name, kwargs in calls],
+        "calls": [
+            {"name": name, "kwargs": kwargs, "forecaster": forecaster}
+            for name, kwargs in calls
+        ],
         "record_sleeps": record_sleeps,
     }
     start = time.monotonic()
@@ -414,3 +439,40 @@ def test_missing_file(errors: list[dict[str, Any]]):
 
 if __name__ == "__main__":
     _child_main(json.loads(sys.argv[1]))
+
+
+def test_forecaster_downloads_through_the_hub(hub: Hub, warm: Warm, tmp_path: Path):
+    cache = tmp_path / "cache"
+    outcome = run_child(
+        [
+            ("org/tiny", {"cache_dir": str(cache), "revision": "v2"}),
+            (
+                "org/tiny",
+                {"cache_dir": str(tmp_path / "cold"), "local_files_only": True},
+            ),
+        ],
+        endpoint=hub.server.endpoint,
+        home=tmp_path,
+        forecaster=True,
+    )
+    fitted, offline = outcome.results
+    assert fitted["ok"], fitted
+    assert fitted["digest"] == hub.digests["v2"]
+    assert (cache / "models--org--tiny" / "refs" / "v2").is_file()
+    assert offline["error"] == "CheckpointError"
+    assert "'org/tiny'" in offline["message"]
+
+
+def test_forecaster_offline_with_a_warm_cache(hub: Hub, warm: Warm, tmp_path: Path):
+    before = len(hub.server.requests)
+    outcome = run_child(
+        [("org/tiny", {"cache_dir": str(warm.cache)})],
+        endpoint=hub.server.endpoint,
+        home=tmp_path,
+        offline=True,
+        forecaster=True,
+    )
+    (result,) = outcome.results
+    assert result["ok"], result
+    assert result["digest"] == hub.digests["main"]
+    assert len(hub.server.requests) == before
