@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -71,3 +72,34 @@ def test_committed_parity_fixtures_are_what_uni2ts_produces_now(
     assert "tiny/model.safetensors" in names
     for name in names:
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+@pytest.mark.reference
+def test_committed_predictor_fixtures_are_what_uni2ts_produces_now(
+    reference_python, tmp_path
+):
+    script = SCRIPT.with_name("make_predictor_fixtures.py")
+    result = subprocess.run(
+        [
+            reference_python,
+            str(script),
+            "--out",
+            str(tmp_path),
+            "--tiny",
+            str(PARITY / "tiny"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    name = "predictor.safetensors"
+    assert (tmp_path / name).read_bytes() == (PARITY / name).read_bytes()
+    fresh, committed = (
+        json.loads((folder / "predictor.json").read_text())
+        for folder in (tmp_path, PARITY)
+    )
+    for meta in (fresh, committed):
+        meta["model"].pop("folder")  # records the path it was given
+    assert fresh == committed
