@@ -13,17 +13,21 @@ from _helpers import PARITY, make_tiny_model
 SCRIPT = Path(__file__).parents[1] / "scripts" / "make_parity_fixtures.py"
 
 
+def _run(python: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [python, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 @pytest.mark.reference
 def test_uni2ts_from_pretrained_strict_reads_our_checkpoint(reference_python, tmp_path):
     folder = tmp_path / "ours"
     make_tiny_model(seed=3, num_experts=32).save_pretrained(folder)
-    result = subprocess.run(
-        [reference_python, str(SCRIPT), "--check-load", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _run(reference_python, SCRIPT, "--check-load", folder)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -37,13 +41,7 @@ def test_uni2ts_rejects_a_checkpoint_with_a_missing_tensor(reference_python, tmp
     state = load_file(folder / "model.safetensors")
     del state["encoder.layers.0.ffn.experts.3.fc2.weight"]
     save_file(state, folder / "model.safetensors")
-    result = subprocess.run(
-        [reference_python, str(SCRIPT), "--check-load", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _run(reference_python, SCRIPT, "--check-load", folder)
     assert result.returncode != 0
 
 
@@ -53,13 +51,7 @@ def test_committed_parity_fixtures_are_what_uni2ts_produces_now(
 ):
     # regenerating with the live reference gives byte-identical fixtures, so the
     # parity tests in tests/model/test_parity.py compare against uni2ts itself
-    result = subprocess.run(
-        [reference_python, str(SCRIPT), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = _run(reference_python, SCRIPT, "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     committed = PARITY
     names = sorted(
@@ -79,19 +71,8 @@ def test_committed_predictor_fixtures_are_what_uni2ts_produces_now(
     reference_python, tmp_path
 ):
     script = SCRIPT.with_name("make_predictor_fixtures.py")
-    result = subprocess.run(
-        [
-            reference_python,
-            str(script),
-            "--out",
-            str(tmp_path),
-            "--tiny",
-            str(PARITY / "tiny"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = _run(
+        reference_python, script, "--out", tmp_path, "--tiny", PARITY / "tiny"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     name = "predictor.safetensors"

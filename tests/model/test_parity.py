@@ -70,6 +70,11 @@ def _model_inputs(ref: dict, prefix: str = "packed") -> dict:
     return out
 
 
+def _scale(model: MoiraiMoEModel, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    names = ("target", "observed_mask", "sample_id", "variate_id", "prediction_mask")
+    return model.scale(*(inputs[n] for n in names))
+
+
 def test_packing_is_identical(scenario):
     _, ref, meta = scenario
     packed = _pack(ref, meta)
@@ -83,13 +88,7 @@ def test_packing_is_identical(scenario):
 def test_scaler_matches(scenario, model):
     _, ref, _ = scenario
     inputs = _model_inputs(ref)
-    loc, scale = model.scale(
-        inputs["target"],
-        inputs["observed_mask"],
-        inputs["sample_id"],
-        inputs["variate_id"],
-        inputs["prediction_mask"],
-    )
+    loc, scale = _scale(model, inputs)
     torch.testing.assert_close(loc, ref["scaler.loc"], **TOL)
     torch.testing.assert_close(scale, ref["scaler.scale"], **TOL)
 
@@ -226,13 +225,7 @@ def test_teacher_forced_second_step_matches(scenario, model):
     assert torch.equal(mask, ref["step2.prediction_mask"].bool())
 
     inputs = _model_inputs(ref, prefix="step2")
-    loc, scale = model.scale(
-        inputs["target"],
-        inputs["observed_mask"],
-        inputs["sample_id"],
-        inputs["variate_id"],
-        inputs["prediction_mask"],
-    )
+    loc, scale = _scale(model, inputs)
     torch.testing.assert_close(loc, ref["step2.scaler.loc"], **TOL)
     torch.testing.assert_close(scale, ref["step2.scaler.scale"], **TOL)
     distr, captured = _run_with_hooks(model, inputs)
