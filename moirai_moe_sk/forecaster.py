@@ -463,27 +463,24 @@ class MoiraiMoEForecaster(BaseForecaster):
             return None if array is None else tensor(array, rows)
 
         chunks = []
-        with torch.inference_mode():
-            for start in range(0, n_series, batch):
-                rows = slice(start, start + batch)
-                samples = forecast(
-                    model,
-                    tensor(targets.target, rows),
-                    tensor(targets.observed, rows),
-                    tensor(targets.is_pad, rows),
-                    prediction_length=prediction_length,
-                    num_samples=int(self.num_samples),
-                    feat_dynamic_real=optional(covariates.known, rows),
-                    observed_feat_dynamic_real=optional(
-                        covariates.known_observed, rows
-                    ),
-                    past_feat_dynamic_real=optional(covariates.past, rows),
-                    past_observed_feat_dynamic_real=optional(
-                        covariates.past_observed, rows
-                    ),
-                    generator=generator,
-                )
-                chunks.append(samples.float().cpu().numpy())
+        for start in range(0, n_series, batch):
+            rows = slice(start, start + batch)
+            samples = forecast(
+                model,
+                tensor(targets.target, rows),
+                tensor(targets.observed, rows),
+                tensor(targets.is_pad, rows),
+                prediction_length=prediction_length,
+                num_samples=int(self.num_samples),
+                feat_dynamic_real=optional(covariates.known, rows),
+                observed_feat_dynamic_real=optional(covariates.known_observed, rows),
+                past_feat_dynamic_real=optional(covariates.past, rows),
+                past_observed_feat_dynamic_real=optional(
+                    covariates.past_observed, rows
+                ),
+                generator=generator,
+            )
+            chunks.append(samples.float().cpu().numpy())
         return np.concatenate(chunks).astype(np.float64)
 
     # -------------------------------------------------------------- predict
