@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import MoiraiMoEConfig
 from .distributions import MixtureHead, PackedMixture
@@ -68,6 +69,9 @@ class MoiraiMoEEncoder(nn.Module):
             MoiraiMoEEncoderLayer(config) for _ in range(config.num_layers)
         )
         self.norm = RMSNorm(config.d_model)
+        #: recompute each layer's activations in the backward pass (training
+        #: only): memory grows with one layer instead of all of them
+        self.gradient_checkpointing = False
         self.centroid: torch.Tensor | None
         if config.gate == "centroid":
             centroid = torch.randn(
@@ -89,7 +93,16 @@ class MoiraiMoEEncoder(nn.Module):
         rope = self.rotary.tables(time_id)
         for index, layer in enumerate(self.layers):
             centroid = None if self.centroid is None else self.centroid[index]
-            x = layer(x, allowed, same_variate, rope, centroid)
+            if (
+                self.gradient_checkpointing
+                and self.training
+                and torch.is_grad_enabled()
+            ):
+                x = checkpoint(
+                    layer, x, allowed, same_variate, rope, centroid, use_reentrant=False
+                )
+            else:
+                x = layer(x, allowed, same_variate, rope, centroid)
         return self.norm(x)
 
 

@@ -107,8 +107,18 @@ class MoiraiMoEFeedForward(nn.Module):
 
     def expert(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Apply expert ``index`` to tokens ``x`` (tokens, d_model)."""
-        hidden = F.silu(F.linear(x, self.fc_gate[index])) * F.linear(x, self.fc1[index])
-        return F.linear(self.dropout(hidden), self.fc2[index])
+        return self._expert(index, x, self.fc1, self.fc_gate, self.fc2)
+
+    def _expert(
+        self,
+        index: int,
+        x: torch.Tensor,
+        fc1: torch.Tensor,
+        fc_gate: torch.Tensor,
+        fc2: torch.Tensor,
+    ) -> torch.Tensor:
+        hidden = F.silu(F.linear(x, fc_gate[index])) * F.linear(x, fc1[index])
+        return F.linear(self.dropout(hidden), fc2[index])
 
     def forward(
         self, x: torch.Tensor, centroid: torch.Tensor | None = None
@@ -139,8 +149,15 @@ class MoiraiMoEFeedForward(nn.Module):
         token = order // k
         counts = torch.bincount(experts.reshape(-1), minlength=self.config.num_experts)
         routed = flat.index_select(0, token).split(counts.tolist())
+        # read the stacked weights once: under a parametrisation (LoRA) each
+        # attribute access recomputes the whole stack
+        weights_ = (self.fc1, self.fc_gate, self.fc2)
         outputs = torch.cat(
-            [self.expert(i, chunk) for i, chunk in enumerate(routed) if len(chunk)]
+            [
+                self._expert(i, chunk, *weights_)
+                for i, chunk in enumerate(routed)
+                if len(chunk)
+            ]
         )
         outputs = outputs * weights.reshape(-1, 1).index_select(0, order)
         out = torch.zeros_like(flat).index_add_(0, token, outputs)

@@ -184,6 +184,8 @@ def pack(
         first_variate: int,
         predicted: bool,
     ) -> None:
+        if tid.shape[1] == 0:  # no future tokens (prediction_length=0: training)
+            return
         n_var = vals.shape[1] // tid.shape[1]
         values.append(vals)
         observed.append(obs)

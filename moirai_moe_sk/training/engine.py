@@ -1,0 +1,625 @@
+"""The fine-tuning engine: windows in, a better model out.
+
+:func:`fine_tune` trains a *copy* of a :class:`MoiraiMoEModel` on a list of
+:class:`~moirai_moe_sk.training.data.TrainingSeries` with the next-patch NLL
+(:mod:`.objective`), AdamW and a warm-up plus cosine (or constant) schedule,
+validates on the held-out end of each series after every epoch, stops early
+and restores the best weights, where the starting weights are a candidate too:
+fine-tuning never returns a model with a worse validation NLL than it started
+from. It runs seeded and deterministic on the CPU, inside
+:func:`torch.random.fork_rng` so that the caller's random state is untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import numbers
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model.modeling import MoiraiMoEModel
+from .data import (
+    TrainingBatch,
+    TrainingSeries,
+    WindowSpec,
+    make_batch,
+    sample_windows,
+    tokens_in,
+)
+from .objective import next_patch_nll
+from .strategies import (
+    STRATEGIES,
+    add_lora,
+    configure_trainable,
+    freeze_centroids,
+    merge_lora,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FineTuneResult", "TrainingConfig", "fine_tune", "validation_nll"]
+
+_SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of a fine-tuning run.
+
+    Parameters
+    ----------
+    strategy : {"full", "head", "freeze-experts", "lora"}
+        Which weights train (see :mod:`moirai_moe_sk.training.strategies`).
+    context_length : int
+        Context steps of a training window.
+    prediction_length : int
+        Steps after the context in a training window; also the smallest
+        validation tail.
+    learning_rate : float
+        Peak learning rate, in (0, 1].
+    max_epochs : int
+        Epochs at most; one epoch draws ``ceil(length / window)`` random
+        windows per series.
+    max_steps : int or None
+        Optimiser steps at most (over all epochs), if set.
+    batch_size : int
+        Windows per optimiser step.
+    micro_batch_size : int or None
+        Windows per forward/backward pass (gradient accumulation); bounds
+        activation memory. ``None`` means ``batch_size``.
+    validation_fraction : float
+        Fraction of each series (at least ``prediction_length`` steps, rounded
+        up to whole patches) held out at its end for validation, in [0, 1);
+        0 disables validation and early stopping.
+    patience : int
+        Epochs without a validation improvement before stopping.
+    weight_decay : float
+        AdamW decay, applied to weight matrices only (not to biases, norms).
+    betas : tuple of float
+        AdamW betas.
+    eps : float
+        AdamW epsilon.
+    warmup_steps : int
+        Linear warm-up steps.
+    schedule : {"cosine", "constant"}
+        Learning rate after warm-up: cosine decay to 0 at ``max_steps`` (or the
+        planned number of steps), or constant.
+    grad_clip : float or None
+        Clip the gradient norm to this value.
+    mask_ratio : tuple of float
+        Range of the per-window fraction of trailing tokens excluded from the
+        scaler statistics (the paper's mask ratio ``r``).
+    lora_rank : int
+        Adapter rank for ``strategy="lora"``.
+    lora_alpha : float or None
+        Adapter scale numerator (``2 * lora_rank`` when None).
+    train_centroids : bool
+        Also train the gate centroids (they stay fixed by default).
+    gradient_checkpointing : bool
+        Recompute layer activations in the backward pass to save memory.
+    seed : int
+        Seed of window sampling, adapter initialisation and dropout.
+    progress : bool or None
+        Show a tqdm progress bar; ``None`` shows it on an interactive terminal
+        only.
+    """
+
+    strategy: str = "full"
+    context_length: int = 512
+    prediction_length: int = 64
+    learning_rate: float = 1e-4
+    max_epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    micro_batch_size: int | None = None
+    validation_fraction: float = 0.1
+    patience: int = 3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    grad_clip: float | None = 1.0
+    mask_ratio: tuple[float, float] = (0.15, 0.5)
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    train_centroids: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        """Validate every field, naming the bad one."""
+        if self.strategy not in STRATEGIES:
+            msg = f"unknown fine-tuning strategy {self.strategy!r}; choose from {STRATEGIES}"
+            raise ValueError(msg)
+        for name in ("context_length", "prediction_length", "max_epochs", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("max_steps", "micro_batch_size"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        _positive_int("patience", self.patience)
+        _positive_int("lora_rank", self.lora_rank)
+        if not isinstance(self.warmup_steps, numbers.Integral) or self.warmup_steps < 0:
+            msg = f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}"
+            raise ValueError(msg)
+        lr = self.learning_rate
+        if not _real(lr) or not 0 < lr <= 1:
+            msg = f"learning_rate must be a number in (0, 1], got {lr!r}"
+            raise ValueError(msg)
+        vf = self.validation_fraction
+        if not _real(vf) or not 0 <= vf < 1:
+            msg = f"validation_fraction must be a number in [0, 1), got {vf!r}"
+            raise ValueError(msg)
+        if not _real(self.weight_decay) or self.weight_decay < 0:
+            msg = (
+                f"weight_decay must be a non-negative number, got {self.weight_decay!r}"
+            )
+            raise ValueError(msg)
+        if self.schedule not in _SCHEDULES:
+            msg = f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}"
+            raise ValueError(msg)
+        if self.grad_clip is not None and (
+            not _real(self.grad_clip) or self.grad_clip <= 0
+        ):
+            msg = f"grad_clip must be a positive number or None, got {self.grad_clip!r}"
+            raise ValueError(msg)
+        low, high = self.mask_ratio
+        if not (_real(low) and _real(high) and 0 <= low <= high < 1):
+            msg = (
+                "mask_ratio must be a (low, high) pair with 0 <= low <= high < 1, "
+                f"got {self.mask_ratio!r}"
+            )
+            raise ValueError(msg)
+        if not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            msg = f"seed must be a non-negative integer, got {self.seed!r}"
+            raise ValueError(msg)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all settings."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @property
+    def window_length(self) -> int:
+        """Steps of a training window."""
+        return self.context_length + self.prediction_length
+
+
+def _real(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        msg = f"{name} must be a positive integer, got {value!r}"
+        raise ValueError(msg)
+
+
+@dataclasses.dataclass
+class FineTuneResult:
+    """Outcome of :func:`fine_tune`.
+
+    Attributes
+    ----------
+    model : MoiraiMoEModel
+        The fine-tuned copy (adapters merged, eval mode, no gradients).
+    history : list of dict
+        One entry per epoch (epoch 0: the starting weights) with ``epoch``,
+        ``step``, ``train_nll``, ``val_nll``, ``learning_rate`` and ``seconds``.
+    best_epoch : int
+        Epoch whose weights were kept (0: the starting weights).
+    initial_val_nll, best_val_nll : float or None
+        Validation NLL of the starting and of the returned weights (None
+        without validation).
+    trained_parameters : int
+        Number of trained scalars.
+    """
+
+    model: MoiraiMoEModel
+    history: list[dict[str, Any]]
+    best_epoch: int
+    initial_val_nll: float | None
+    best_val_nll: float | None
+    trained_parameters: int
+
+
+# ------------------------------------------------------------------ split
+def _split(
+    series: Sequence[TrainingSeries], config: TrainingConfig, patch: int
+) -> tuple[list[int], list[WindowSpec]]:
+    """Training lengths of each series and their validation windows.
+
+    A series gives a validation window when what remains for training still
+    holds one training window (two patches); otherwise it trains whole.
+    """
+    lengths, val_windows = [], []
+    for index, s in enumerate(series):
+        n = len(s)
+        if config.validation_fraction > 0:
+            tail = max(config.prediction_length, config.validation_fraction * n)
+            tail = patch * math.ceil(tail / patch)
+            if n - tail > patch:
+                length = min(config.context_length + tail, n)
+                val_windows.append(
+                    WindowSpec(
+                        index,
+                        n,
+                        length,
+                        prediction_tokens=tail // patch,
+                        score_tokens=tail // patch,
+                    )
+                )
+                n -= tail
+        lengths.append(n)
+    return lengths, val_windows
+
+
+def _check_series(series: Sequence[TrainingSeries], patch: int) -> None:
+    if not series:
+        msg = "no series to fine-tune on"
+        raise ValueError(msg)
+    for index, s in enumerate(series):
+        if not s.observed.any(axis=0).all():
+            msg = f"series {index} has a target variate without any observed value"
+            raise ValueError(msg)
+    usable = [len(s) > patch for s in series]
+    if not any(usable):
+        longest = max(len(s) for s in series)
+        msg = (
+            f"every series is too short for one training window: fine-tuning "
+            f"needs more than {patch} steps (one patch to read and the next to "
+            f"predict), the longest has {longest}"
+        )
+        raise ValueError(msg)
+
+
+# -------------------------------------------------------------- batching
+def _group_key(s: TrainingSeries) -> tuple[int, int]:
+    return (s.target.shape[1], s.num_covariates)
+
+
+def _batches(
+    series: Sequence[TrainingSeries], windows: Sequence[WindowSpec], size: int
+) -> Iterator[list[WindowSpec]]:
+    """Consecutive windows in groups of ``size`` sharing variates and covariates."""
+    groups: dict[tuple[int, int], list[WindowSpec]] = {}
+    for w in windows:
+        group = groups.setdefault(_group_key(series[w.series]), [])
+        group.append(w)
+        if len(group) == size:
+            yield group
+            groups[_group_key(series[w.series])] = []
+    for group in groups.values():
+        if group:
+            yield group
+
+
+def _optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        # matrices (and stacked expert matrices, adapters) decay; biases,
+        # norm weights and centroids do not
+        if param.dim() >= 2 and name != "encoder.centroid":
+            decay.append(param)
+        else:
+            no_decay.append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]],
+        lr=config.learning_rate,
+        betas=config.betas,
+        eps=config.eps,
+    )
+
+
+def _lr_factor(step: int, total: int, config: TrainingConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / (config.warmup_steps + 1)
+    if config.schedule == "constant":
+        return 1.0
+    span = max(total - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _loss(
+    model: MoiraiMoEModel,
+    series: Sequence[TrainingSeries],
+    windows: Sequence[WindowSpec],
+    micro: int,
+    device: torch.device,
+    backward: bool,
+    denominator: float | None = None,
+) -> tuple[float, int]:
+    """Sum of group NLLs and group count over ``windows`` (in micro-batches).
+
+    With ``backward``, gradients of ``total / denominator`` are accumulated.
+    """
+    patch = model.config.patch_size
+    total, groups = 0.0, 0
+    batches: list[TrainingBatch] = [
+        make_batch(series, windows[i : i + micro], patch).to(device)
+        for i in range(0, len(windows), micro)
+    ]
+    if backward and denominator is None:
+        denominator = 0.0
+        for b in batches:  # group counts are known before the forward pass
+            denominator += float(_group_count(b))
+    for b in batches:
+        distr = model(**b.inputs)
+        part, count = next_patch_nll(distr, b)
+        if backward and denominator:
+            (part / denominator).backward()
+        total += float(part.detach())
+        groups += int(count)
+    return total, groups
+
+
+def _group_count(batch: TrainingBatch) -> int:
+    """Count the (window, variate) groups with a scored patch (no forward pass)."""
+    inputs = batch.inputs
+    d, c, b = batch.num_variates, batch.tokens, batch.size
+    if c < 2:
+        return 0
+    patch = inputs["target"].shape[-1]
+    observed = inputs["observed_mask"][:, : d * c].reshape(b, d, c, patch)
+    real = (inputs["sample_id"][:, : d * c] != 0).reshape(b, d, c)
+    next_index = torch.arange(1, c, device=observed.device)
+    scored = (
+        observed[:, :, 1:]
+        & (real[:, :, 1:] & real[:, :, :-1])[..., None]
+        & (next_index[None, :] >= batch.score_from[:, None])[:, None, :, None]
+    )
+    return int(scored.any(dim=(2, 3)).sum())
+
+
+@torch.no_grad()
+def validation_nll(
+    model: MoiraiMoEModel,
+    series: Sequence[TrainingSeries],
+    windows: Sequence[WindowSpec],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> float | None:
+    """Mean next-patch NLL of the validation windows (None without any)."""
+    if not windows:
+        return None
+    was_training = model.training
+    model.eval()
+    total, groups = 0.0, 0
+    try:
+        for group in _batches(series, windows, batch_size):
+            part, count = _loss(
+                model, series, group, batch_size, torch.device(device), backward=False
+            )
+            total += part
+            groups += count
+    finally:
+        model.train(was_training)
+    return total / groups if groups else None
+
+
+def _progress_bar(total: int, enabled: bool | None) -> Any:
+    from tqdm.auto import tqdm
+
+    disable = None if enabled is None else not enabled
+    if disable is None and not sys.stderr.isatty():
+        disable = True
+    return tqdm(total=total, desc="fine-tuning", unit="step", disable=disable)
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if not k.endswith("rotary.inv_freq")
+    }
+
+
+# ------------------------------------------------------------------ train
+def fine_tune(
+    model: MoiraiMoEModel,
+    series: Sequence[TrainingSeries],
+    config: TrainingConfig | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> FineTuneResult:
+    """Fine-tune a copy of ``model`` on ``series``.
+
+    Parameters
+    ----------
+    model : MoiraiMoEModel
+        Starting weights; never modified.
+    series : sequence of TrainingSeries
+        Training data; the end of each long enough series is held out for
+        validation (``config.validation_fraction``).
+    config : TrainingConfig, optional
+        Settings; the defaults otherwise.
+    device : torch.device or str, optional
+        Where to train; the model's device by default.
+
+    Returns
+    -------
+    FineTuneResult
+        The trained copy with its training history.
+
+    Raises
+    ------
+    ValueError
+        If no series is long enough for one training window, or a target
+        variate has no observation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import TrainingConfig, TrainingSeries, fine_tune
+    >>> y = np.sin(np.arange(200) * 2 * np.pi / 12)[:, None]
+    >>> data = [TrainingSeries(y, np.ones_like(y, dtype=bool))]
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> cfg = TrainingConfig(context_length=64, prediction_length=16, max_epochs=2,
+    ...                      progress=False)
+    >>> result = fine_tune(model, data, cfg)
+    >>> result.best_val_nll <= result.initial_val_nll
+    True
+    """
+    config = config or TrainingConfig()
+    patch = model.config.patch_size
+    _check_series(series, patch)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    rng = np.random.default_rng(config.seed)
+    lengths, val_windows = _split(series, config, patch)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        work = copy.deepcopy(model).to(device)
+        work.requires_grad_(False)
+        work.encoder.gradient_checkpointing = config.gradient_checkpointing
+        if config.strategy == "lora":
+            generator = torch.Generator().manual_seed(config.seed)
+            add_lora(work, config.lora_rank, config.lora_alpha, generator)
+        trained = configure_trainable(
+            work, config.strategy, train_centroids=config.train_centroids
+        )
+        n_trained = sum(p.numel() for n, p in work.named_parameters() if n in trained)
+        optimizer = _optimizer(work, config)
+
+        windows_per_epoch = sum(
+            max(1, math.ceil(n / config.window_length)) for n in lengths if n > patch
+        )
+        steps_per_epoch = math.ceil(windows_per_epoch / config.batch_size)
+        planned = steps_per_epoch * config.max_epochs
+        total_steps = min(planned, config.max_steps or planned)
+        micro = config.micro_batch_size or config.batch_size
+
+        def evaluate() -> float | None:
+            return validation_nll(work, series, val_windows, micro, device)
+
+        start = time.perf_counter()
+        initial = evaluate()
+        best, best_epoch = initial, 0
+        best_state = _state_copy(work)
+        history = [
+            {
+                "epoch": 0,
+                "step": 0,
+                "train_nll": None,
+                "val_nll": initial,
+                "learning_rate": 0.0,
+                "seconds": time.perf_counter() - start,
+            }
+        ]
+        logger.info(
+            "fine-tuning (%s): %d series, %d trained parameters, %d steps planned, "
+            "initial validation NLL %s",
+            config.strategy,
+            len(series),
+            n_trained,
+            total_steps,
+            "n/a" if initial is None else f"{initial:.4f}",
+        )
+        step, stale = 0, 0
+        bar = _progress_bar(total_steps, config.progress)
+        work.train()
+        try:
+            for epoch in range(1, config.max_epochs + 1):
+                windows = sample_windows(
+                    lengths, config.window_length, patch, config.mask_ratio, rng
+                )
+                epoch_total, epoch_groups = 0.0, 0
+                for group in _batches(series, windows, config.batch_size):
+                    if step >= total_steps:
+                        break
+                    lr = config.learning_rate * _lr_factor(step, total_steps, config)
+                    for param_group in optimizer.param_groups:
+                        param_group["lr"] = lr
+                    optimizer.zero_grad(set_to_none=True)
+                    part, count = _loss(work, series, group, micro, device, True)
+                    if count:
+                        if config.grad_clip is not None:
+                            nn.utils.clip_grad_norm_(
+                                [p for p in work.parameters() if p.requires_grad],
+                                config.grad_clip,
+                            )
+                        optimizer.step()
+                    epoch_total += part
+                    epoch_groups += count
+                    step += 1
+                    bar.update(1)
+                    if count:
+                        bar.set_postfix(nll=f"{part / count:.3f}", refresh=False)
+                train_nll = epoch_total / epoch_groups if epoch_groups else None
+                val = evaluate()
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "train_nll": train_nll,
+                        "val_nll": val,
+                        "learning_rate": lr if step else 0.0,
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
+                logger.info(
+                    "epoch %d (step %d): train NLL %s, validation NLL %s",
+                    epoch,
+                    step,
+                    "n/a" if train_nll is None else f"{train_nll:.4f}",
+                    "n/a" if val is None else f"{val:.4f}",
+                )
+                if val is None:  # no validation: keep the latest weights
+                    best_epoch = epoch
+                elif best is None or (math.isfinite(val) and val < best):
+                    best, best_epoch, stale = val, epoch, 0
+                    best_state = _state_copy(work)
+                else:
+                    stale += 1
+                    if stale >= config.patience:
+                        logger.info("early stopping after epoch %d", epoch)
+                        break
+                if step >= total_steps:
+                    break
+        finally:
+            bar.close()
+        if val_windows and best_epoch != history[-1]["epoch"]:
+            work.load_state_dict(best_state, strict=False)
+            logger.info("restored the weights of epoch %d", best_epoch)
+        merge_lora(work)
+        freeze_centroids(work)
+        work.encoder.gradient_checkpointing = False
+        work.eval().requires_grad_(False)
+    return FineTuneResult(
+        model=work,
+        history=history,
+        best_epoch=best_epoch,
+        initial_val_nll=initial,
+        best_val_nll=best if val_windows else None,
+        trained_parameters=n_trained,
+    )
+
+
+def window_tokens(config: TrainingConfig, patch: int) -> int:
+    """Target tokens per variate of a full training window."""
+    return tokens_in(config.window_length, patch)

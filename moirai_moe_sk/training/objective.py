@@ -1,0 +1,70 @@
+"""The training objective: next-patch negative log-likelihood of the mixture.
+
+The distribution the model outputs at token ``t`` of a variate is the forecast
+of patch ``t + 1`` of the same variate (that is how autoregressive decoding
+uses it). So the label of token ``t`` is the *next* token's patch; a patch
+counts where it was observed and both tokens are real (not padding). The
+reduction is uni2ts' ``PackedNLLLoss``: the mean over the scored values of each
+(window, variate), then the mean over the (window, variate) groups that have
+any.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model.distributions import PackedMixture
+from .data import TrainingBatch
+
+__all__ = ["next_patch_nll"]
+
+
+def next_patch_nll(
+    distr: PackedMixture, batch: TrainingBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of per-(window, variate) mean NLLs and the number of such groups.
+
+    Parameters
+    ----------
+    distr : PackedMixture
+        The model's output on ``batch.inputs``, batch shape (batch, seq, patch).
+    batch : TrainingBatch
+        The packed windows.
+
+    Returns
+    -------
+    total : torch.Tensor
+        Scalar, sum over groups of the group's mean NLL.
+    groups : torch.Tensor
+        Scalar int, number of groups with at least one scored value; the loss
+        is ``total / groups`` (summed over micro-batches first).
+    """
+    inputs = batch.inputs
+    d, c, b = batch.num_variates, batch.tokens, batch.size
+    if c < 2:
+        zero = inputs["target"].sum() * 0.0
+        return zero, torch.zeros((), dtype=torch.long)
+    patch = inputs["target"].shape[-1]
+    target = inputs["target"][:, : d * c].reshape(b, d, c, patch)
+    observed = inputs["observed_mask"][:, : d * c].reshape(b, d, c, patch)
+    real = (inputs["sample_id"][:, : d * c] != 0).reshape(b, d, c)
+    device = target.device
+    next_index = torch.arange(1, c, device=device)
+    scored = (
+        observed[:, :, 1:]
+        & (real[:, :, 1:] & real[:, :, :-1])[..., None]
+        & (next_index[None, :] >= batch.score_from[:, None])[:, None, :, None]
+    )
+    # distributions of tokens 0 .. c-2 of each target variate
+    index = (
+        torch.arange(d, device=device)[:, None] * c
+        + torch.arange(c - 1, device=device)[None, :]
+    ).reshape(-1)
+    labels = target[:, :, 1:].reshape(b, d * (c - 1), patch)
+    log_prob = distr.take(index).log_prob(labels).reshape(b, d, c - 1, patch)
+    weights = scored.to(log_prob.dtype)
+    nll = -(log_prob * weights).sum(dim=(2, 3))  # (b, d)
+    count = weights.sum(dim=(2, 3))
+    has = count > 0
+    total = (nll[has] / count[has]).sum()
+    return total, has.sum()
