@@ -18,6 +18,7 @@ by :func:`to_official` / :func:`from_official`:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
+    "PortableModel",
     "from_official",
     "load_checkpoint",
     "official_shapes",
@@ -416,3 +418,44 @@ def save_checkpoint(
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     logger.info("saved Moirai-MoE checkpoint to %s", folder)
+
+
+@dataclasses.dataclass(frozen=True)
+class PortableModel:
+    """A model as plain data: its config dict and safetensors bytes.
+
+    This is how fine-tuned weights travel through ``pickle`` and
+    ``copy.deepcopy`` of a forecaster: the tensors are serialised with
+    safetensors (in the official layout), never with torch's pickler.
+
+    Attributes
+    ----------
+    config : dict
+        ``MoiraiMoEConfig.to_dict()``.
+    weights : bytes
+        ``safetensors`` serialisation of ``official_state_dict()``.
+    """
+
+    config: dict
+    weights: bytes
+
+    @classmethod
+    def from_model(cls, model: MoiraiMoEModel) -> PortableModel:
+        """Serialise ``model``."""
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu() for k, v in model.official_state_dict().items()}
+        return cls(config=model.config.to_dict(), weights=save(state))
+
+    def to_model(self) -> MoiraiMoEModel:
+        """Rebuild the model on the CPU, in eval mode without gradients."""
+        from safetensors.torch import load
+
+        from .model.modeling import MoiraiMoEModel
+
+        config = MoiraiMoEConfig.from_dict(self.config)
+        internal = from_official(load(self.weights), config, "a pickled forecaster")
+        with torch.random.fork_rng(devices=[]):
+            model = MoiraiMoEModel(config)
+        model.load_state_dict(internal, strict=True)
+        return model.eval().requires_grad_(False)

@@ -59,6 +59,7 @@ __all__ = [
     "resolve_context_length",
     "sample_quantiles",
     "target_arrays",
+    "training_arrays",
 ]
 
 #: context length used when ``context_length=None``: the longest series, capped
@@ -505,6 +506,37 @@ def target_arrays(
     obs = left_pad(observed, width, fill=False)
     is_pad = left_pad([np.zeros(len(v), dtype=bool) for v in values], width, fill=True)
     return TargetBatch(target=target, observed=obs, is_pad=is_pad, times=times)
+
+
+def training_arrays(
+    store: SeriesStore, x_store: SeriesStore | None = None
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """Whole series as arrays for fine-tuning, imputed as for forecasting.
+
+    Parameters
+    ----------
+    store : SeriesStore
+        Targets.
+    x_store : SeriesStore, optional
+        Covariates; each instance's rows are aligned with its target's time
+        stamps (missing rows and NaN become 0 and unobserved).
+
+    Returns
+    -------
+    list of tuple
+        Per instance, in key order: target values (time, variate) float32,
+        their observed mask, and the covariate values and mask (or None).
+    """
+    out = []
+    for key in store.keys:
+        frame = store.frames[key]
+        filled, observed = _impute(_as_float(frame))
+        cov = cov_obs = None
+        if x_store is not None:
+            part = x_store.frames.get(key, pd.DataFrame(columns=x_store.columns))
+            cov, cov_obs = _fill(part, frame.index, x_store.columns)
+        out.append((filled.astype(np.float32), observed, cov, cov_obs))
+    return out
 
 
 # --------------------------------------------------------------- horizons

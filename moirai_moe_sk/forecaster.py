@@ -10,10 +10,12 @@ import os
 import secrets
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 from sktime.forecasting.base import BaseForecaster
 
 from . import convert
@@ -27,11 +29,32 @@ __all__ = ["MoiraiMoEForecaster"]
 AUTO_BATCH_PATHS = 6400
 
 _POINTS = ("median", "mean")
+_FIT_STRATEGIES = ("zero-shot", "full", "head", "freeze-experts", "lora")
+#: TrainingConfig fields set by constructor parameters (not by train_params)
+_EXPLICIT_TRAINING = {
+    "strategy": "fit_strategy",
+    "learning_rate": "learning_rate",
+    "max_epochs": "max_epochs",
+    "max_steps": "max_steps",
+    "batch_size": "train_batch_size",
+    "validation_fraction": "validation_fraction",
+    "patience": "patience",
+    "lora_rank": "lora_rank",
+    "seed": "random_state",
+}
 _DTYPES = {"float32": "float32", "fp32": "float32"}
+_HISTORY_COLUMNS = [
+    "epoch",
+    "step",
+    "train_nll",
+    "val_nll",
+    "learning_rate",
+    "seconds",
+]
 
 
 class MoiraiMoEForecaster(BaseForecaster):
-    """Zero-shot probabilistic forecaster built on Salesforce's Moirai-MoE.
+    """Probabilistic forecaster built on Salesforce's Moirai-MoE, zero-shot or fine-tuned.
 
     Moirai-MoE [1]_ is a decoder-only transformer with sparse mixture-of-experts
     layers, pretrained on a large corpus of time series. It cuts each series
@@ -39,8 +62,13 @@ class MoiraiMoEForecaster(BaseForecaster):
     distribution; longer horizons are decoded autoregressively by feeding
     sampled patches back, so every forecast comes from coherent sample paths.
 
-    ``fit`` loads the weights (once per process and checkpoint, through a
-    shared cache) and stores the series as context; no weight is trained.
+    With the default ``fit_strategy="zero-shot"``, ``fit`` loads the weights
+    (once per process and checkpoint, through a shared cache) and stores the
+    series as context; no weight is trained. Any other ``fit_strategy``
+    fine-tunes a copy of the weights on ``y`` (one series or a whole panel)
+    with the next-patch likelihood (see :mod:`moirai_moe_sk.training`), then
+    forecasts from it. ``pretrain(y_panel)`` fine-tunes once on a panel; later
+    ``fit(y)`` calls only set the context and keep the fine-tuned weights.
     ``predict``, ``predict_quantiles``, ``predict_interval``, ``predict_var``
     and ``predict_proba`` are all computed from one set of sample paths per
     call; the draw is seeded once per fit, so these methods agree with each
@@ -107,8 +135,45 @@ class MoiraiMoEForecaster(BaseForecaster):
     local_files_only : bool, default=False
         If True, never contact the hub: use only files already in the cache
         (a clear error names the checkpoint if they are missing).
+    fit_strategy : str, default="zero-shot"
+        How ``fit`` (and ``pretrain``) adapt the weights to the data:
+
+        * ``"zero-shot"``: never; the checkpoint's weights as they are;
+        * ``"full"``: fine-tune every weight (gate centroids stay fixed);
+        * ``"head"``: only the input projection and the mixture head;
+        * ``"freeze-experts"``: all but the expert weights (attention, norms,
+          input projection, head);
+        * ``"lora"``: low-rank adapters of rank ``lora_rank`` on the attention
+          and expert projections, merged into plain weights after training.
+    learning_rate : float, default=1e-4
+        Peak AdamW learning rate of fine-tuning, in (0, 1].
+    max_epochs : int, default=10
+        Fine-tuning epochs at most (an epoch draws about one window per
+        ``context_length + horizon`` steps of every series).
+    max_steps : int or None, default=None
+        Optimiser steps at most, over all epochs.
+    train_batch_size : int, default=32
+        Training windows per optimiser step.
+    validation_fraction : float, default=0.1
+        Fraction of each series held out at its end (at least the horizon,
+        in whole patches) to validate after every epoch; training stops early
+        and restores the best weights, the starting ones included, so the
+        validation likelihood never gets worse. 0 disables validation.
+    patience : int, default=3
+        Epochs without validation improvement before stopping.
+    lora_rank : int, default=8
+        Adapter rank for ``fit_strategy="lora"``.
+    train_params : dict or None, default=None
+        Further settings of :class:`moirai_moe_sk.training.TrainingConfig`,
+        e.g. ``{"warmup_steps": 100, "schedule": "constant",
+        "weight_decay": 0.1, "mask_ratio": (0.15, 0.5), "progress": True,
+        "micro_batch_size": 8, "gradient_checkpointing": True,
+        "train_centroids": True, "context_length": 256,
+        "prediction_length": 32}``. By default training windows use this
+        forecaster's context length and the largest step of the ``fh`` given
+        to ``fit`` (two patches without one).
     random_state : int, numpy RandomState/Generator or None, default=None
-        Seed of the sample paths. Each predict call seeds a local
+        Seed of the sample paths and of fine-tuning. Each predict call seeds a local
         ``torch.Generator`` (the global random state is never touched) with a
         seed fixed at ``fit``: the int itself (0 included), one drawn from a
         numpy RandomState/Generator, or, for ``None``, fresh OS entropy. So
@@ -121,6 +186,13 @@ class MoiraiMoEForecaster(BaseForecaster):
         The device the model runs on (``device`` resolved).
     model_config_ : MoiraiMoEConfig
         Hyper-parameters of the loaded checkpoint.
+    tuned_model_ : MoiraiMoEModel
+        The fine-tuned network (only after fine-tuning ``fit`` or ``pretrain``).
+        Export it with :meth:`save_pretrained`.
+    training_history_ : pd.DataFrame
+        One row per fine-tuning epoch (epoch 0: the starting weights) with the
+        step, training and validation NLL, learning rate and elapsed seconds;
+        empty for ``"zero-shot"``. Set by ``pretrain`` and fine-tuning ``fit``.
 
     Notes
     -----
@@ -163,6 +235,14 @@ class MoiraiMoEForecaster(BaseForecaster):
     >>> y_int.shape
     (3, 4)
 
+    Fine-tuning the head on the series before forecasting:
+
+    >>> tuned = MoiraiMoEForecaster(
+    ...     folder, fit_strategy="head", max_steps=2, num_samples=20, random_state=0
+    ... ).fit(y, fh=[1, 2, 3])
+    >>> int(tuned.training_history_["step"].iloc[-1])
+    2
+
     The released weights (downloaded from the Hugging Face hub once):
 
     >>> forecaster = MoiraiMoEForecaster(
@@ -200,6 +280,7 @@ class MoiraiMoEForecaster(BaseForecaster):
         "enforce_index_type": None,
         "property:randomness": "derandomized",
         "capability:random_state": True,
+        "capability:pretrain": True,
     }
 
     def __init__(
@@ -214,6 +295,15 @@ class MoiraiMoEForecaster(BaseForecaster):
         revision=None,
         cache_dir=None,
         local_files_only=False,
+        fit_strategy="zero-shot",
+        learning_rate=1e-4,
+        max_epochs=10,
+        max_steps=None,
+        train_batch_size=32,
+        validation_fraction=0.1,
+        patience=3,
+        lora_rank=8,
+        train_params=None,
         random_state=None,
     ):
         self.checkpoint = checkpoint
@@ -226,6 +316,15 @@ class MoiraiMoEForecaster(BaseForecaster):
         self.revision = revision
         self.cache_dir = cache_dir
         self.local_files_only = local_files_only
+        self.fit_strategy = fit_strategy
+        self.learning_rate = learning_rate
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.train_batch_size = train_batch_size
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.lora_rank = lora_rank
+        self.train_params = train_params
         self.random_state = random_state
         super().__init__()
 
@@ -233,12 +332,27 @@ class MoiraiMoEForecaster(BaseForecaster):
     def __getstate__(self) -> dict[str, Any]:
         """Drop the (shared, re-loadable) model from pickles.
 
-        Weights are never pickled: an unpickled forecaster reloads them
-        through the process-wide cache on first use.
+        Checkpoint weights are never pickled: an unpickled forecaster reloads
+        them through the process-wide cache on first use. Fine-tuned weights
+        travel as safetensors bytes plus their config (no torch pickling).
         """
+        from .checkpoint import PortableModel
+
         state = dict(self.__dict__)
         state["_model"] = None
+        tuned = state.get("tuned_model_")
+        if tuned is not None:
+            state["tuned_model_"] = PortableModel.from_model(tuned)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild fine-tuned weights (on the CPU; moved to ``device`` on use)."""
+        from .checkpoint import PortableModel
+
+        tuned = state.get("tuned_model_")
+        if isinstance(tuned, PortableModel):
+            state = {**state, "tuned_model_": tuned.to_model()}
+        self.__dict__.update(state)
 
     # --------------------------------------------------------------- checks
     def _check_params(self) -> None:
@@ -269,6 +383,13 @@ class MoiraiMoEForecaster(BaseForecaster):
         if not isinstance(self.local_files_only, bool):
             msg = f"local_files_only must be a bool, got {self.local_files_only!r}"
             raise TypeError(msg)
+        if self.fit_strategy not in _FIT_STRATEGIES:
+            msg = (
+                f"fit_strategy must be one of {_FIT_STRATEGIES}, got "
+                f"{self.fit_strategy!r}"
+            )
+            raise ValueError(msg)
+        self._training_config(context_length=1, prediction_length=1)  # validates
         rs = self.random_state
         numpy_rng = isinstance(rs, np.random.RandomState | np.random.Generator)
         bad_int = isinstance(rs, bool) or not isinstance(rs, numbers.Integral) or rs < 0
@@ -325,10 +446,196 @@ class MoiraiMoEForecaster(BaseForecaster):
         )
 
     def _get_model(self) -> Any:
+        tuned = getattr(self, "tuned_model_", None)
+        if tuned is not None:
+            if next(tuned.parameters()).device != self._device:  # after unpickling
+                tuned.to(self._device)
+            return tuned
         model = getattr(self, "_model", None)
         if model is None:  # after unpickling
             model = self._model = self._load_model()
         return model
+
+    # ------------------------------------------------------------ training
+    def _training_config(self, context_length: int, prediction_length: int) -> Any:
+        """Build the engine settings: constructor parameters plus ``train_params``."""
+        from .training import TrainingConfig
+
+        extra = dict(self.train_params or {})
+        if not isinstance(self.train_params, dict | type(None)):
+            msg = f"train_params must be a dict or None, got {self.train_params!r}"
+            raise TypeError(msg)
+        allowed = set(TrainingConfig.field_names()) - set(_EXPLICIT_TRAINING)
+        unknown = sorted(set(extra) - allowed)
+        if unknown:
+            clash = [k for k in unknown if k in _EXPLICIT_TRAINING]
+            hint = (
+                f"; set {[_EXPLICIT_TRAINING[k] for k in clash]} as constructor "
+                "parameters instead"
+                if clash
+                else ""
+            )
+            msg = (
+                f"unknown train_params key(s) {unknown}; allowed: {sorted(allowed)}"
+                f"{hint}"
+            )
+            raise ValueError(msg)
+        strategy = self.fit_strategy if self.fit_strategy != "zero-shot" else "full"
+        settings = {
+            "context_length": context_length,
+            "prediction_length": prediction_length,
+            **extra,
+            "strategy": strategy,
+            "learning_rate": self.learning_rate,
+            "max_epochs": self.max_epochs,
+            "max_steps": self.max_steps,
+            "batch_size": self.train_batch_size,
+            "validation_fraction": self.validation_fraction,
+            "patience": self.patience,
+            "lora_rank": self.lora_rank,
+            "seed": getattr(self, "_seed", 0) % 2**63,
+        }
+        return TrainingConfig(**settings)
+
+    def _fine_tune(self, model: Any, y, X, prediction_length: int) -> None:
+        """Fine-tune ``model`` on ``y`` (and ``X``); set the tuned attributes."""
+        import pandas as pd
+
+        from .training import TrainingSeries, fine_tune
+
+        store = convert.SeriesStore.from_sktime(y, "y", freq=self._freq_of(y))
+        x_store = (
+            convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
+            if X is not None
+            else None
+        )
+        series = [
+            TrainingSeries(target, observed, cov, cov_obs)
+            for target, observed, cov, cov_obs in convert.training_arrays(
+                store, x_store
+            )
+        ]
+        context_length = convert.resolve_context_length(self.context_length, store)
+        config = self._training_config(context_length, prediction_length)
+        result = fine_tune(model, series, config, device=self._device)
+        history = pd.DataFrame(result.history)
+        previous = getattr(self, "training_history_", None)
+        if previous is not None and len(previous):  # incremental pretraining
+            history["epoch"] += int(previous["epoch"].iloc[-1])
+            history["step"] += int(previous["step"].iloc[-1])
+            history = pd.concat([previous, history.iloc[1:]], ignore_index=True)
+        self.tuned_model_ = result.model
+        self.training_history_ = history
+
+    def _freq_of(self, y) -> Any:
+        cutoff = getattr(self, "_cutoff", None)
+        freq = getattr(cutoff, "freq", None)
+        if freq is None:
+            freq = getattr(y.index.get_level_values(-1), "freq", None)
+        return freq
+
+    def _train_horizon(self, fh, patch_size: int) -> int:
+        """Return the steps after the context in a training window.
+
+        That is the largest step of ``fh``, or two patches without one.
+        """
+        default = 2 * patch_size
+        if fh is None:
+            return default
+        try:
+            if fh.is_relative:
+                steps = np.asarray(fh.to_pandas())
+            else:
+                steps = np.asarray(fh.to_relative(self.cutoff).to_pandas())
+            return max(int(steps.max()), 1)
+        except (TypeError, ValueError, AttributeError):
+            return default
+
+    def _pretrain(self, y, X=None, fh=None):
+        """Fine-tune on a panel once; later ``fit`` calls keep these weights.
+
+        With ``fit_strategy="zero-shot"`` nothing is trained (a warning says
+        so) and the checkpoint's weights stay in use.
+
+        Parameters
+        ----------
+        y : pd-multiindex or pd_multiindex_hier
+            Panel to fine-tune on.
+        X : sktime time series, optional
+            Covariates of the panel.
+        fh : ForecastingHorizon, optional
+            Its largest step sets the horizon of the training windows.
+
+        Returns
+        -------
+        self : MoiraiMoEForecaster
+        """
+        self._check_params()
+        self._device = self._resolve_device()
+        self._torch_dtype = self._resolve_dtype()
+        self._seed = self._draw_seed()
+        base = getattr(self, "tuned_model_", None)
+        if base is None:
+            base = self._load_model()
+        self.model_config_ = base.config
+        if self.fit_strategy == "zero-shot":
+            import pandas as pd
+
+            warnings.warn(
+                "pretrain with fit_strategy='zero-shot' trains nothing: the "
+                "checkpoint's weights stay in use. Choose a fine-tuning "
+                "fit_strategy ('full', 'head', 'freeze-experts', 'lora') to "
+                "fine-tune on the panel",
+                UserWarning,
+                stacklevel=3,
+            )
+            if not hasattr(self, "training_history_"):
+                self.training_history_ = pd.DataFrame(columns=_HISTORY_COLUMNS)
+            return self
+        patch = base.config.patch_size
+        horizon = (
+            self._train_horizon(fh, patch) if fh is None or fh.is_relative else None
+        )
+        self._fine_tune(base, y, X, horizon or 2 * patch)
+        return self
+
+    def _pretrain_update(self, y, X=None, fh=None):
+        """Continue fine-tuning the pretrained weights on another panel.
+
+        Parameters
+        ----------
+        y : pd-multiindex or pd_multiindex_hier
+            Panel to fine-tune on.
+        X : sktime time series, optional
+            Covariates of the panel.
+        fh : ForecastingHorizon, optional
+            Its largest step sets the horizon of the training windows.
+
+        Returns
+        -------
+        self : MoiraiMoEForecaster
+        """
+        return self._pretrain(y, X=X, fh=fh)
+
+    def save_pretrained(self, save_directory) -> None:
+        """Write the weights in use as a checkpoint in the official layout.
+
+        Fine-tuned weights (after a fine-tuning ``fit`` or ``pretrain``) or
+        else the loaded checkpoint's; the folder can be given back as
+        ``checkpoint`` (and loaded by uni2ts). Files are written atomically.
+
+        Parameters
+        ----------
+        save_directory : str or path-like
+            Folder to write ``config.json`` and ``model.safetensors`` to.
+        """
+        if getattr(self, "tuned_model_", None) is None and not self.is_fitted:
+            msg = (
+                "save_pretrained needs weights: call fit or pretrain first (or "
+                "load the checkpoint with MoiraiMoEModel.from_pretrained)"
+            )
+            raise NotFittedError(msg)
+        self._get_model().save_pretrained(save_directory)
 
     def _freq(self) -> Any:
         return getattr(self.cutoff, "freq", None)
@@ -358,10 +665,17 @@ class MoiraiMoEForecaster(BaseForecaster):
             if X is not None
             else None
         )
-        self._model = self._load_model()
         self._seed = self._draw_seed()
+        pretrained = getattr(self, "tuned_model_", None) is not None
+        if pretrained:  # after pretrain: keep its weights, y is only context
+            self._model = None
+        else:
+            self._model = self._load_model()
+            if self.fit_strategy != "zero-shot":
+                horizon = self._train_horizon(fh, self._model.config.patch_size)
+                self._fine_tune(self._model, y, X, horizon)
         self.device_ = str(self._device)
-        self.model_config_ = self._model.config
+        self.model_config_ = self._get_model().config
         return self
 
     def _update(self, y, X=None, update_params=True):
@@ -375,7 +689,8 @@ class MoiraiMoEForecaster(BaseForecaster):
         X : sktime time series, optional
             New exogenous values.
         update_params : bool
-            Ignored: a zero-shot model has no parameters to update.
+            Ignored: the weights are not updated (refit, or ``pretrain`` on a
+            panel, to fine-tune on new data).
 
         Returns
         -------
@@ -619,6 +934,11 @@ class MoiraiMoEForecaster(BaseForecaster):
         """
         first = _tiny_checkpoint("tiny-a", seed=0, num_layers=1, num_experts=4)
         second = _tiny_checkpoint("tiny-b", seed=1, num_layers=2, num_experts=8)
+        # 4-step patches: sktime's pretrain checks use 10-step series, too short
+        # for a training window of 16-step patches
+        third = _tiny_checkpoint(
+            "tiny-c", seed=2, num_layers=1, num_experts=4, patch_sizes=(4,)
+        )
         return [
             {"checkpoint": first, "num_samples": 10, "random_state": 0},
             {
@@ -628,6 +948,17 @@ class MoiraiMoEForecaster(BaseForecaster):
                 "context_length": 40,
                 "batch_size": 2,
                 "random_state": 42,
+            },
+            {
+                "checkpoint": third,
+                "num_samples": 5,
+                "context_length": 32,
+                "fit_strategy": "lora",
+                "lora_rank": 2,
+                "max_steps": 2,
+                "train_batch_size": 4,
+                "learning_rate": 1e-3,
+                "random_state": 7,
             },
         ]
 

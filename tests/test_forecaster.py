@@ -53,6 +53,15 @@ def test_constructor_stores_parameters_verbatim():
         "revision": "abc",
         "cache_dir": "/nowhere",
         "local_files_only": True,
+        "fit_strategy": "lora",
+        "learning_rate": 5.0,  # invalid, but only checked in fit
+        "max_epochs": 2,
+        "max_steps": 9,
+        "train_batch_size": 5,
+        "validation_fraction": 0.0,
+        "patience": 1,
+        "lora_rank": 3,
+        "train_params": {"warmup_steps": 2},
         "random_state": 0,
     }
     forecaster = MoiraiMoEForecaster(**params)

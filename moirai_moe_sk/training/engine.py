@@ -35,7 +35,7 @@ from .data import (
     sample_windows,
     tokens_in,
 )
-from .objective import next_patch_nll
+from .objective import next_patch_nll, scored_labels
 from .strategies import (
     STRATEGIES,
     add_lora,
@@ -163,6 +163,24 @@ class TrainingConfig:
         if not _real(self.weight_decay) or self.weight_decay < 0:
             msg = (
                 f"weight_decay must be a non-negative number, got {self.weight_decay!r}"
+            )
+            raise ValueError(msg)
+        betas = self.betas
+        if not (
+            isinstance(betas, tuple | list)
+            and len(betas) == 2
+            and all(_real(beta) and 0 <= beta < 1 for beta in betas)
+        ):
+            msg = f"betas must be a pair of numbers in [0, 1), got {betas!r}"
+            raise ValueError(msg)
+        if not _real(self.eps) or self.eps <= 0:
+            msg = f"eps must be a positive number, got {self.eps!r}"
+            raise ValueError(msg)
+        if self.lora_alpha is not None and (
+            not _real(self.lora_alpha) or self.lora_alpha <= 0
+        ):
+            msg = (
+                f"lora_alpha must be a positive number or None, got {self.lora_alpha!r}"
             )
             raise ValueError(msg)
         if self.schedule not in _SCHEDULES:
@@ -376,20 +394,9 @@ def _loss(
 
 def _group_count(batch: TrainingBatch) -> int:
     """Count the (window, variate) groups with a scored patch (no forward pass)."""
-    inputs = batch.inputs
-    d, c, b = batch.num_variates, batch.tokens, batch.size
-    if c < 2:
+    if batch.tokens < 2:
         return 0
-    patch = inputs["target"].shape[-1]
-    observed = inputs["observed_mask"][:, : d * c].reshape(b, d, c, patch)
-    real = (inputs["sample_id"][:, : d * c] != 0).reshape(b, d, c)
-    next_index = torch.arange(1, c, device=observed.device)
-    scored = (
-        observed[:, :, 1:]
-        & (real[:, :, 1:] & real[:, :, :-1])[..., None]
-        & (next_index[None, :] >= batch.score_from[:, None])[:, None, :, None]
-    )
-    return int(scored.any(dim=(2, 3)).sum())
+    return int(scored_labels(batch).any(dim=(2, 3)).sum())
 
 
 @torch.no_grad()
@@ -506,10 +513,18 @@ def fine_tune(
         n_trained = sum(p.numel() for n, p in work.named_parameters() if n in trained)
         optimizer = _optimizer(work, config)
 
-        windows_per_epoch = sum(
-            max(1, math.ceil(n / config.window_length)) for n in lengths if n > patch
+        # batches never mix series of different variates or covariates
+        # (_batches), so each such group fills its own last batch
+        windows_per_group: dict[tuple[int, int], int] = {}
+        for s, n in zip(series, lengths, strict=True):
+            if n > patch:
+                key = _group_key(s)
+                windows_per_group[key] = windows_per_group.get(key, 0) + max(
+                    1, math.ceil(n / config.window_length)
+                )
+        steps_per_epoch = sum(
+            math.ceil(count / config.batch_size) for count in windows_per_group.values()
         )
-        steps_per_epoch = math.ceil(windows_per_epoch / config.batch_size)
         planned = steps_per_epoch * config.max_epochs
         total_steps = min(planned, config.max_steps or planned)
         micro = config.micro_batch_size or config.batch_size

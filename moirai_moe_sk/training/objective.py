@@ -3,7 +3,10 @@
 The distribution the model outputs at token ``t`` of a variate is the forecast
 of patch ``t + 1`` of the same variate (that is how autoregressive decoding
 uses it). So the label of token ``t`` is the *next* token's patch; a patch
-counts where it was observed and both tokens are real (not padding). The
+counts where it was observed, both tokens are real (not padding) and the next
+token's time id is larger: leading unobserved patches share time id 0 with
+the first observed one (:func:`~moirai_moe_sk.model.pack`), and attention,
+causal over time ids, would show token ``t`` its own label. The
 reduction is uni2ts' ``PackedNLLLoss``: the mean over the scored values of each
 (window, variate), then the mean over the (window, variate) groups that have
 any.
@@ -16,7 +19,7 @@ import torch
 from ..model.distributions import PackedMixture
 from .data import TrainingBatch
 
-__all__ = ["next_patch_nll"]
+__all__ = ["next_patch_nll", "scored_labels"]
 
 
 def next_patch_nll(
@@ -46,15 +49,8 @@ def next_patch_nll(
         return zero, torch.zeros((), dtype=torch.long)
     patch = inputs["target"].shape[-1]
     target = inputs["target"][:, : d * c].reshape(b, d, c, patch)
-    observed = inputs["observed_mask"][:, : d * c].reshape(b, d, c, patch)
-    real = (inputs["sample_id"][:, : d * c] != 0).reshape(b, d, c)
     device = target.device
-    next_index = torch.arange(1, c, device=device)
-    scored = (
-        observed[:, :, 1:]
-        & (real[:, :, 1:] & real[:, :, :-1])[..., None]
-        & (next_index[None, :] >= batch.score_from[:, None])[:, None, :, None]
-    )
+    scored = scored_labels(batch)
     # distributions of tokens 0 .. c-2 of each target variate
     index = (
         torch.arange(d, device=device)[:, None] * c
@@ -68,3 +64,33 @@ def next_patch_nll(
     has = count > 0
     total = (nll[has] / count[has]).sum()
     return total, has.sum()
+
+
+def scored_labels(batch: TrainingBatch) -> torch.Tensor:
+    """Which label values the objective scores.
+
+    Parameters
+    ----------
+    batch : TrainingBatch
+        The packed windows, with at least two tokens per variate.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, variate, tokens - 1, patch) bool: value ``j`` of the label of
+        token ``t`` (patch ``t + 1``) of each target variate counts.
+    """
+    inputs = batch.inputs
+    d, c, b = batch.num_variates, batch.tokens, batch.size
+    patch = inputs["target"].shape[-1]
+    observed = inputs["observed_mask"][:, : d * c].reshape(b, d, c, patch)
+    real = (inputs["sample_id"][:, : d * c] != 0).reshape(b, d, c)
+    time = inputs["time_id"][:, : d * c].reshape(b, d, c)
+    next_index = torch.arange(1, c, device=observed.device)
+    # a label the token can attend to (same time id) would be leaked
+    later = time[:, :, 1:] > time[:, :, :-1]
+    return (
+        observed[:, :, 1:]
+        & (real[:, :, 1:] & real[:, :, :-1] & later)[..., None]
+        & (next_index[None, :] >= batch.score_from[:, None])[:, None, :, None]
+    )
