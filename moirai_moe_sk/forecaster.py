@@ -42,6 +42,8 @@ _EXPLICIT_TRAINING = {
     "lora_rank": "lora_rank",
     "seed": "random_state",
 }
+#: TrainingConfig fields the forecaster fixes: it keeps plain (merged) weights
+_FIXED_TRAINING = {"merge_lora"}
 _DTYPES = {"float32": "float32", "fp32": "float32"}
 _HISTORY_COLUMNS = [
     "epoch",
@@ -465,7 +467,11 @@ class MoiraiMoEForecaster(BaseForecaster):
         if not isinstance(self.train_params, dict | type(None)):
             msg = f"train_params must be a dict or None, got {self.train_params!r}"
             raise TypeError(msg)
-        allowed = set(TrainingConfig.field_names()) - set(_EXPLICIT_TRAINING)
+        allowed = (
+            set(TrainingConfig.field_names())
+            - set(_EXPLICIT_TRAINING)
+            - _FIXED_TRAINING
+        )
         unknown = sorted(set(extra) - allowed)
         if unknown:
             clash = [k for k in unknown if k in _EXPLICIT_TRAINING]

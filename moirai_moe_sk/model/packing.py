@@ -125,7 +125,8 @@ def pack(
         (batch, context) bool, True on left padding (series shorter than the
         context).
     prediction_length : int
-        Forecast horizon in steps.
+        Forecast horizon in steps; 0 packs the context alone (training
+        windows).
     patch_size : int
         Patch length (16).
     feat_dynamic_real, observed_feat_dynamic_real : torch.Tensor, optional

@@ -102,6 +102,10 @@ class TrainingConfig:
         Adapter rank for ``strategy="lora"``.
     lora_alpha : float or None
         Adapter scale numerator (``2 * lora_rank`` when None).
+    merge_lora : bool
+        Fold the adapters into plain weights at the end (an ordinary model
+        that saves in the official layout). False returns the model with its
+        adapters attached (see :func:`~moirai_moe_sk.training.merge_lora`).
     train_centroids : bool
         Also train the gate centroids (they stay fixed by default).
     gradient_checkpointing : bool
@@ -132,6 +136,7 @@ class TrainingConfig:
     mask_ratio: tuple[float, float] = (0.15, 0.5)
     lora_rank: int = 8
     lora_alpha: float | None = None
+    merge_lora: bool = True
     train_centroids: bool = False
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -234,7 +239,8 @@ class FineTuneResult:
     Attributes
     ----------
     model : MoiraiMoEModel
-        The fine-tuned copy (adapters merged, eval mode, no gradients).
+        The fine-tuned copy (adapters merged unless ``merge_lora=False``, eval
+        mode, no gradients).
     history : list of dict
         One entry per epoch (epoch 0: the starting weights) with ``epoch``,
         ``step``, ``train_nll``, ``val_nll``, ``learning_rate`` and ``seconds``.
@@ -621,7 +627,8 @@ def fine_tune(
         if val_windows and best_epoch != history[-1]["epoch"]:
             work.load_state_dict(best_state, strict=False)
             logger.info("restored the weights of epoch %d", best_epoch)
-        merge_lora(work)
+        if config.merge_lora:
+            merge_lora(work)
         freeze_centroids(work)
         work.encoder.gradient_checkpointing = False
         work.eval().requires_grad_(False)
