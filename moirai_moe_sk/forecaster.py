@@ -463,10 +463,10 @@ class MoiraiMoEForecaster(BaseForecaster):
         """Build the engine settings: constructor parameters plus ``train_params``."""
         from .training import TrainingConfig
 
-        extra = dict(self.train_params or {})
         if not isinstance(self.train_params, dict | type(None)):
             msg = f"train_params must be a dict or None, got {self.train_params!r}"
             raise TypeError(msg)
+        extra = dict(self.train_params or {})
         allowed = (
             set(TrainingConfig.field_names())
             - set(_EXPLICIT_TRAINING)

@@ -107,18 +107,17 @@ class MoiraiMoEFeedForward(nn.Module):
 
     def expert(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Apply expert ``index`` to tokens ``x`` (tokens, d_model)."""
-        return self._expert(index, x, self.fc1, self.fc_gate, self.fc2)
+        return self._expert(x, self.fc1[index], self.fc_gate[index], self.fc2[index])
 
     def _expert(
         self,
-        index: int,
         x: torch.Tensor,
         fc1: torch.Tensor,
         fc_gate: torch.Tensor,
         fc2: torch.Tensor,
     ) -> torch.Tensor:
-        hidden = F.silu(F.linear(x, fc_gate[index])) * F.linear(x, fc1[index])
-        return F.linear(self.dropout(hidden), fc2[index])
+        hidden = F.silu(F.linear(x, fc_gate)) * F.linear(x, fc1)
+        return F.linear(self.dropout(hidden), fc2)
 
     def forward(
         self, x: torch.Tensor, centroid: torch.Tensor | None = None
@@ -149,13 +148,17 @@ class MoiraiMoEFeedForward(nn.Module):
         token = order // k
         counts = torch.bincount(experts.reshape(-1), minlength=self.config.num_experts)
         routed = flat.index_select(0, token).split(counts.tolist())
-        # read the stacked weights once: under a parametrisation (LoRA) each
-        # attribute access recomputes the whole stack
-        weights_ = (self.fc1, self.fc_gate, self.fc2)
+        # read the stacked weights once (under a parametrisation such as LoRA
+        # each attribute access recomputes the whole stack) and split them
+        # with one unbind: indexing per expert would make the backward pass
+        # allocate a full-size gradient of the stack for every expert
+        per_expert = zip(
+            self.fc1.unbind(0), self.fc_gate.unbind(0), self.fc2.unbind(0), strict=True
+        )
         outputs = torch.cat(
             [
-                self._expert(i, chunk, *weights_)
-                for i, chunk in enumerate(routed)
+                self._expert(chunk, *weights_)
+                for chunk, weights_ in zip(routed, per_expert, strict=True)
                 if len(chunk)
             ]
         )

@@ -505,8 +505,14 @@ def fine_tune(
     rng = np.random.default_rng(config.seed)
     lengths, val_windows = _split(series, config, patch)
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        # seed the CPU generator and the training device only (torch.manual_seed
+        # would reseed every CUDA device, outside the fork)
+        torch.default_generator.manual_seed(config.seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(config.seed)
         work = copy.deepcopy(model).to(device)
         work.requires_grad_(False)
         work.encoder.gradient_checkpointing = config.gradient_checkpointing
