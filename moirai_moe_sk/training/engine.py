@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..model.modeling import MoiraiMoEModel
 from .data import (
@@ -420,12 +421,14 @@ def validation_nll(
     model.eval()
     total, groups = 0.0, 0
     try:
-        for group in _batches(series, windows, batch_size):
-            part, count = _loss(
-                model, series, group, batch_size, torch.device(device), backward=False
-            )
-            total += part
-            groups += count
+        # adapted weights (LoRA) are computed once for the pass, not per forward
+        with parametrize.cached():
+            for group in _batches(series, windows, batch_size):
+                part, count = _loss(
+                    model, series, group, batch_size, torch.device(device), False
+                )
+                total += part
+                groups += count
     finally:
         model.train(was_training)
     return total / groups if groups else None
