@@ -45,14 +45,6 @@ _EXPLICIT_TRAINING = {
 #: TrainingConfig fields the forecaster fixes: it keeps plain (merged) weights
 _FIXED_TRAINING = {"merge_lora"}
 _DTYPES = {"float32": "float32", "fp32": "float32"}
-_HISTORY_COLUMNS = [
-    "epoch",
-    "step",
-    "train_nll",
-    "val_nll",
-    "learning_rate",
-    "seconds",
-]
 
 
 class MoiraiMoEForecaster(BaseForecaster):
@@ -193,8 +185,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         Export it with :meth:`save_pretrained`.
     training_history_ : pd.DataFrame
         One row per fine-tuning epoch (epoch 0: the starting weights) with the
-        step, training and validation NLL, learning rate and elapsed seconds;
-        empty for ``"zero-shot"``. Set by ``pretrain`` and fine-tuning ``fit``.
+        step, training and validation NLL, learning rate and elapsed seconds.
+        Set by fine-tuning ``fit`` and by ``pretrain`` (an empty frame after a
+        ``"zero-shot"`` pretrain).
 
     Notes
     -----
@@ -587,6 +580,8 @@ class MoiraiMoEForecaster(BaseForecaster):
         if self.fit_strategy == "zero-shot":
             import pandas as pd
 
+            from .training.engine import HISTORY_COLUMNS
+
             warnings.warn(
                 "pretrain with fit_strategy='zero-shot' trains nothing: the "
                 "checkpoint's weights stay in use. Choose a fine-tuning "
@@ -596,7 +591,7 @@ class MoiraiMoEForecaster(BaseForecaster):
                 stacklevel=3,
             )
             if not hasattr(self, "training_history_"):
-                self.training_history_ = pd.DataFrame(columns=_HISTORY_COLUMNS)
+                self.training_history_ = pd.DataFrame(columns=list(HISTORY_COLUMNS))
             return self
         patch = base.config.patch_size
         horizon = (
@@ -608,18 +603,8 @@ class MoiraiMoEForecaster(BaseForecaster):
     def _pretrain_update(self, y, X=None, fh=None):
         """Continue fine-tuning the pretrained weights on another panel.
 
-        Parameters
-        ----------
-        y : pd-multiindex or pd_multiindex_hier
-            Panel to fine-tune on.
-        X : sktime time series, optional
-            Covariates of the panel.
-        fh : ForecastingHorizon, optional
-            Its largest step sets the horizon of the training windows.
-
-        Returns
-        -------
-        self : MoiraiMoEForecaster
+        Same parameters and return value as ``_pretrain``; training starts
+        from ``tuned_model_`` and the history continues.
         """
         return self._pretrain(y, X=X, fh=fh)
 

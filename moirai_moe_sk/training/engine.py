@@ -47,9 +47,17 @@ from .strategies import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FineTuneResult", "TrainingConfig", "fine_tune", "validation_nll"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "FineTuneResult",
+    "TrainingConfig",
+    "fine_tune",
+    "validation_nll",
+]
 
 _SCHEDULES = ("cosine", "constant")
+#: keys of each :attr:`FineTuneResult.history` entry, in order
+HISTORY_COLUMNS = ("epoch", "step", "train_nll", "val_nll", "learning_rate", "seconds")
 
 
 @dataclasses.dataclass(frozen=True)
