@@ -4,7 +4,9 @@
 seasonalities, random walks, AR and ETS processes, level shifts, intermittent
 counts, KernelSynth Gaussian-process samples); :mod:`.corpus` loads the real
 series that installed packages ship (sktime, statsmodels, pmdarima), never
-any M1 or M3 data.
+any M1 or M3 data; :mod:`.recipe` holds the paper's steps (dense model, k-means
+centroids of its token representations, sparse model warm-started from it) and
+is imported on its own, since it needs torch.
 """
 
 from __future__ import annotations
