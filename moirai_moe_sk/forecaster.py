@@ -496,18 +496,18 @@ class MoiraiMoEForecaster(BaseForecaster):
         }
         return TrainingConfig(**settings)
 
-    def _fine_tune(self, model: Any, y, X, prediction_length: int) -> None:
-        """Fine-tune ``model`` on ``y`` (and ``X``); set the tuned attributes."""
+    def _fine_tune(
+        self,
+        model: Any,
+        store: convert.SeriesStore,
+        x_store: convert.SeriesStore | None,
+        prediction_length: int,
+    ) -> None:
+        """Fine-tune ``model`` on the stored series; set the tuned attributes."""
         import pandas as pd
 
         from .training import TrainingSeries, fine_tune
 
-        store = convert.SeriesStore.from_sktime(y, "y", freq=self._freq_of(y))
-        x_store = (
-            convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
-            if X is not None
-            else None
-        )
         series = [
             TrainingSeries(target, observed, cov, cov_obs)
             for target, observed, cov, cov_obs in convert.training_arrays(
@@ -525,13 +525,6 @@ class MoiraiMoEForecaster(BaseForecaster):
             history = pd.concat([previous, history.iloc[1:]], ignore_index=True)
         self.tuned_model_ = result.model
         self.training_history_ = history
-
-    def _freq_of(self, y) -> Any:
-        cutoff = getattr(self, "_cutoff", None)
-        freq = getattr(cutoff, "freq", None)
-        if freq is None:
-            freq = getattr(y.index.get_level_values(-1), "freq", None)
-        return freq
 
     def _train_horizon(self, fh, patch_size: int) -> int:
         """Return the steps after the context in a training window.
@@ -597,7 +590,13 @@ class MoiraiMoEForecaster(BaseForecaster):
         horizon = (
             self._train_horizon(fh, patch) if fh is None or fh.is_relative else None
         )
-        self._fine_tune(base, y, X, horizon or 2 * patch)
+        store = convert.SeriesStore.from_sktime(y, "y")  # frequency inferred
+        x_store = (
+            convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
+            if X is not None
+            else None
+        )
+        self._fine_tune(base, store, x_store, horizon or 2 * patch)
         return self
 
     def _pretrain_update(self, y, X=None, fh=None):
@@ -664,7 +663,7 @@ class MoiraiMoEForecaster(BaseForecaster):
             self._model = self._load_model()
             if self.fit_strategy != "zero-shot":
                 horizon = self._train_horizon(fh, self._model.config.patch_size)
-                self._fine_tune(self._model, y, X, horizon)
+                self._fine_tune(self._model, self._y_store, self._x_store, horizon)
         self.device_ = str(self._device)
         self.model_config_ = self._get_model().config
         return self
