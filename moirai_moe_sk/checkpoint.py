@@ -380,12 +380,26 @@ def load_checkpoint(
     )
     config = read_config(config_path, source)
     state = read_weights(weights_path, source, map_location)
+    model = build_model(cls, config, state, source, map_location)
+    logger.info("loaded Moirai-MoE checkpoint from %s", source)
+    return model
+
+
+def build_model(
+    cls: type[MoiraiMoEModel],
+    config: MoiraiMoEConfig,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    map_location: str | torch.device = "cpu",
+) -> MoiraiMoEModel:
+    """Build ``cls(config)`` holding the official-layout ``state``, in eval mode.
+
+    Building the module runs its initialisers; the caller's RNG is untouched.
+    """
     internal = from_official(state, config, source)
-    # building the module runs the initialisers: keep the caller's RNG untouched
     with torch.random.fork_rng(devices=[]), torch.device(map_location):
         model = cls(config)
     model.load_state_dict(internal, strict=True)
-    logger.info("loaded Moirai-MoE checkpoint from %s", source)
     return model.eval()
 
 
@@ -454,8 +468,7 @@ class PortableModel:
         from .model.modeling import MoiraiMoEModel
 
         config = MoiraiMoEConfig.from_dict(self.config)
-        internal = from_official(load(self.weights), config, "a pickled forecaster")
-        with torch.random.fork_rng(devices=[]):
-            model = MoiraiMoEModel(config)
-        model.load_state_dict(internal, strict=True)
-        return model.eval().requires_grad_(False)
+        model = build_model(
+            MoiraiMoEModel, config, load(self.weights), "a pickled forecaster"
+        )
+        return model.requires_grad_(False)

@@ -428,6 +428,13 @@ class MoiraiMoEForecaster(BaseForecaster):
         raise ValueError(msg)
 
     # ------------------------------------------------------------------ fit
+    def _prepare(self) -> None:
+        """Check the parameters; resolve device and dtype; fix the seed."""
+        self._check_params()
+        self._device = self._resolve_device()
+        self._torch_dtype = self._resolve_dtype()
+        self._seed = self._draw_seed()
+
     def _load_model(self) -> Any:
         from ._cache import get_model
 
@@ -562,10 +569,7 @@ class MoiraiMoEForecaster(BaseForecaster):
         -------
         self : MoiraiMoEForecaster
         """
-        self._check_params()
-        self._device = self._resolve_device()
-        self._torch_dtype = self._resolve_dtype()
-        self._seed = self._draw_seed()
+        self._prepare()
         base = getattr(self, "tuned_model_", None)
         if base is None:
             base = self._load_model()
@@ -586,17 +590,11 @@ class MoiraiMoEForecaster(BaseForecaster):
             if not hasattr(self, "training_history_"):
                 self.training_history_ = pd.DataFrame(columns=list(HISTORY_COLUMNS))
             return self
-        patch = base.config.patch_size
-        horizon = (
-            self._train_horizon(fh, patch) if fh is None or fh.is_relative else None
-        )
-        store = convert.SeriesStore.from_sktime(y, "y")  # frequency inferred
-        x_store = (
-            convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
-            if X is not None
-            else None
-        )
-        self._fine_tune(base, store, x_store, horizon or 2 * patch)
+        # an absolute fh says nothing about the panel's own horizons
+        relative = fh if fh is not None and fh.is_relative else None
+        store, x_store = _stores(y, X, freq=None)  # frequency inferred
+        horizon = self._train_horizon(relative, base.config.patch_size)
+        self._fine_tune(base, store, x_store, horizon)
         return self
 
     def _pretrain_update(self, y, X=None, fh=None):
@@ -646,16 +644,8 @@ class MoiraiMoEForecaster(BaseForecaster):
         -------
         self : MoiraiMoEForecaster
         """
-        self._check_params()
-        self._device = self._resolve_device()
-        self._torch_dtype = self._resolve_dtype()
-        self._y_store = convert.SeriesStore.from_sktime(y, "y", freq=self._freq())
-        self._x_store = (
-            convert.SeriesStore.from_sktime(X, "X", freq=self._freq())
-            if X is not None
-            else None
-        )
-        self._seed = self._draw_seed()
+        self._prepare()
+        self._y_store, self._x_store = _stores(y, X, freq=self._freq())
         pretrained = getattr(self, "tuned_model_", None) is not None
         if pretrained:  # after pretrain: keep its weights, y is only context
             self._model = None
@@ -951,6 +941,19 @@ class MoiraiMoEForecaster(BaseForecaster):
                 "random_state": 7,
             },
         ]
+
+
+def _stores(
+    y: Any, X: Any, freq: Any
+) -> tuple[convert.SeriesStore, convert.SeriesStore | None]:
+    """Split ``y`` (and ``X``, if given) per instance onto a regular grid."""
+    store = convert.SeriesStore.from_sktime(y, "y", freq=freq)
+    x_store = (
+        convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
+        if X is not None
+        else None
+    )
+    return store, x_store
 
 
 def _tiny_checkpoint(name: str, seed: int, **config: Any) -> str:

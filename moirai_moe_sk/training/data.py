@@ -214,6 +214,17 @@ def make_batch(
     return TrainingBatch(packed.inputs(), dim, tokens, score_from)
 
 
+def windows_per_epoch(length: int, window_length: int, patch_size: int) -> int:
+    """Return how many training windows a series of ``length`` steps gets per epoch.
+
+    ``ceil(length / window_length)``, and none for a series of at most one
+    patch (too short for an input patch and a label patch).
+    """
+    if length <= patch_size:
+        return 0
+    return max(1, math.ceil(length / window_length))
+
+
 def sample_windows(
     lengths: Sequence[int],
     window_length: int,
@@ -224,17 +235,15 @@ def sample_windows(
     """Draw one epoch of random training windows.
 
     Series ``i`` (training part of ``lengths[i]`` steps) gets
-    ``ceil(lengths[i] / window_length)`` windows, each ending at a uniform
-    position that leaves at least two patches (one input, one label); series
-    of at most one patch get none. Their order is shuffled.
+    :func:`windows_per_epoch` windows, each ending at a uniform position that
+    leaves at least two patches (one input, one label). Their order is
+    shuffled.
     """
     windows = []
     low, high = mask_ratio
+    min_end = patch_size + 1
     for index, n in enumerate(lengths):
-        if n <= patch_size:  # too short for an input patch and a label patch
-            continue
-        min_end = patch_size + 1
-        for _ in range(max(1, math.ceil(n / window_length))):
+        for _ in range(windows_per_epoch(n, window_length, patch_size)):
             end = int(rng.integers(min_end, n + 1))
             length = min(window_length, end)
             tokens = tokens_in(length, patch_size)

@@ -34,7 +34,7 @@ from .data import (
     WindowSpec,
     make_batch,
     sample_windows,
-    tokens_in,
+    windows_per_epoch,
 )
 from .objective import next_patch_nll, scored_labels
 from .strategies import (
@@ -381,11 +381,11 @@ def _loss(
     micro: int,
     device: torch.device,
     backward: bool,
-    denominator: float | None = None,
 ) -> tuple[float, int]:
     """Sum of group NLLs and group count over ``windows`` (in micro-batches).
 
-    With ``backward``, gradients of ``total / denominator`` are accumulated.
+    With ``backward``, gradients of ``total / groups`` are accumulated, so
+    micro-batching gives the loss of the whole batch.
     """
     patch = model.config.patch_size
     total, groups = 0.0, 0
@@ -393,10 +393,8 @@ def _loss(
         make_batch(series, windows[i : i + micro], patch).to(device)
         for i in range(0, len(windows), micro)
     ]
-    if backward and denominator is None:
-        denominator = 0.0
-        for b in batches:  # group counts are known before the forward pass
-            denominator += float(_group_count(b))
+    # group counts are known before the forward pass
+    denominator = sum(_group_count(b) for b in batches) if backward else 0
     for b in batches:
         distr = model(**b.inputs)
         part, count = next_patch_nll(distr, b)
@@ -452,11 +450,7 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        k: v.detach().clone()
-        for k, v in model.state_dict().items()
-        if not k.endswith("rotary.inv_freq")
-    }
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 # ------------------------------------------------------------------ train
@@ -540,11 +534,10 @@ def fine_tune(
         # (_batches), so each such group fills its own last batch
         windows_per_group: dict[tuple[int, int], int] = {}
         for s, n in zip(series, lengths, strict=True):
-            if n > patch:
-                key = _group_key(s)
-                windows_per_group[key] = windows_per_group.get(key, 0) + max(
-                    1, math.ceil(n / config.window_length)
-                )
+            key = _group_key(s)
+            windows_per_group[key] = windows_per_group.get(key, 0) + windows_per_epoch(
+                n, config.window_length, patch
+            )
         steps_per_epoch = sum(
             math.ceil(count / config.batch_size) for count in windows_per_group.values()
         )
@@ -559,16 +552,13 @@ def fine_tune(
         initial = evaluate()
         best, best_epoch = initial, 0
         best_state = _state_copy(work)
-        history = [
-            {
-                "epoch": 0,
-                "step": 0,
-                "train_nll": None,
-                "val_nll": initial,
-                "learning_rate": 0.0,
-                "seconds": time.perf_counter() - start,
-            }
-        ]
+
+        def record(**values: Any) -> None:
+            seconds = time.perf_counter() - start
+            history.append({**values, "seconds": seconds})
+
+        history: list[dict[str, Any]] = []
+        record(epoch=0, step=0, train_nll=None, val_nll=initial, learning_rate=0.0)
         logger.info(
             "fine-tuning (%s): %d series, %d trained parameters, %d steps planned, "
             "initial validation NLL %s",
@@ -610,15 +600,12 @@ def fine_tune(
                         bar.set_postfix(nll=f"{part / count:.3f}", refresh=False)
                 train_nll = epoch_total / epoch_groups if epoch_groups else None
                 val = evaluate()
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "step": step,
-                        "train_nll": train_nll,
-                        "val_nll": val,
-                        "learning_rate": lr if step else 0.0,
-                        "seconds": time.perf_counter() - start,
-                    }
+                record(
+                    epoch=epoch,
+                    step=step,
+                    train_nll=train_nll,
+                    val_nll=val,
+                    learning_rate=lr if step else 0.0,
                 )
                 logger.info(
                     "epoch %d (step %d): train NLL %s, validation NLL %s",
@@ -657,8 +644,3 @@ def fine_tune(
         best_val_nll=best if val_windows else None,
         trained_parameters=n_trained,
     )
-
-
-def window_tokens(config: TrainingConfig, patch: int) -> int:
-    """Target tokens per variate of a full training window."""
-    return tokens_in(config.window_length, patch)
