@@ -1,0 +1,664 @@
+"""Pretraining from scratch, end to end, resumable: the paper's recipe at any size.
+
+A run lives in one output folder and goes through stages; each finished stage
+leaves its result there, so running the same command again skips it, and an
+interrupted stage resumes from its last checkpoint:
+
+1. ``dense``: a dense model of the sparse model's activated size
+   (:func:`.recipe.dense_config`) trained from random initialisation;
+2. ``centroids``: k-means on each layer's feed-forward inputs of the dense
+   model, one centroid per expert (:func:`.recipe.kmeans`);
+3. one stage per *variant*, each trained for the same number of steps from the
+   dense model: ``centroid`` (the sparse MoE with token-cluster gating, the
+   paper's model), ``linear`` (the same MoE with a learned linear router) and
+   ``dense`` (the dense model trained on). Every variant thus gets the same
+   total budget, ``dense_steps + sparse_steps`` steps of the same batches.
+
+Batches are drawn from a fixed pool: synthetic series
+(:mod:`.synthetic`) and, with probability ``real_fraction`` per window, the
+real-series corpus (:mod:`.corpus`). The windows of step ``s`` of a stage
+depend only on ``(seed, stage, s)``, so a resumed run draws exactly the
+batches an uninterrupted one would. The objective, optimiser and schedule are
+those of :mod:`moirai_moe_sk.training` (next-patch mixture NLL, AdamW, warm-up
+and cosine decay).
+
+Run it as ``python -m moirai_moe_sk.pretrain OUTPUT [options]``; see
+:func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import MoiraiMoEConfig
+from ..model.modeling import MoiraiMoEModel
+from ..training.data import (
+    TrainingSeries,
+    WindowSpec,
+    make_batch,
+    prediction_token_count,
+    tokens_in,
+)
+from ..training.engine import TrainingConfig, _loss, _lr_factor, _optimizer
+from ..training.engine import validation_nll as _validation_nll
+from .corpus import load_corpus
+from .recipe import dense_config, ffn_inputs, kmeans, sparse_from_dense
+from .synthetic import SyntheticConfig, to_training_series
+
+__all__ = ["VARIANTS", "PretrainConfig", "main", "pretrain"]
+
+logger = logging.getLogger(__name__)
+
+#: the variants a run can train after the shared dense stage
+VARIANTS = ("centroid", "linear", "dense")
+
+_STAGE_IDS = {"dense": 0, "centroid": 1, "linear": 2, "dense-continued": 3}
+_CHECKPOINT = "checkpoint.safetensors"
+_RUN_FILE = "run.json"
+_CENTROIDS = "centroids.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of a pretraining run (model, data, optimisation).
+
+    Parameters
+    ----------
+    d_model, d_ff, num_layers, num_experts, num_experts_per_token, patch_size
+        The sparse model's shape (``d_ff`` per expert); the dense model has
+        one expert of width ``d_ff * num_experts_per_token``.
+    gate_selection : {"nearest", "farthest"}
+        Which centroids the centroid gate routes to (the paper: nearest).
+    context_length, prediction_length : int
+        Training windows are at most ``context_length + prediction_length``
+        steps long.
+    synthetic_series : int
+        Size of the synthetic pool.
+    min_length, max_length : int
+        Length range of the synthetic series.
+    real_fraction : float
+        Probability that a window comes from the real corpus, in [0, 1].
+    validation_series : int
+        Held-out synthetic series (another seed) for the validation NLL.
+    dense_steps, sparse_steps : int
+        Steps of the dense stage and of each variant stage.
+    batch_size : int
+        Windows per step.
+    learning_rate, warmup_steps, weight_decay : float, int, float
+        AdamW with linear warm-up, then cosine decay to 0, per stage.
+    mask_ratio : tuple of float
+        Range of the fraction of trailing tokens hidden from the scaler.
+    kmeans_windows : int
+        Windows whose tokens feed k-means.
+    eval_every, checkpoint_every : int
+        Steps between validations and between checkpoints.
+    seed : int
+        Seeds the data pool, the batches, the initialisations and k-means.
+    """
+
+    d_model: int = 128
+    d_ff: int = 192
+    num_layers: int = 4
+    num_experts: int = 16
+    num_experts_per_token: int = 2
+    patch_size: int = 16
+    gate_selection: str = "nearest"
+    context_length: int = 256
+    prediction_length: int = 64
+    synthetic_series: int = 40_000
+    min_length: int = 24
+    max_length: int = 512
+    real_fraction: float = 0.1
+    validation_series: int = 256
+    dense_steps: int = 4000
+    sparse_steps: int = 8000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    warmup_steps: int = 300
+    weight_decay: float = 0.1
+    mask_ratio: tuple[float, float] = (0.15, 0.5)
+    kmeans_windows: int = 1024
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask_ratio", tuple(self.mask_ratio))
+        if not 0.0 <= self.real_fraction <= 1.0:
+            msg = f"real_fraction must be in [0, 1], got {self.real_fraction}"
+            raise ValueError(msg)
+        for name in (
+            "synthetic_series",
+            "dense_steps",
+            "sparse_steps",
+            "kmeans_windows",
+            "eval_every",
+            "checkpoint_every",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive integer, got {value!r}"
+                raise ValueError(msg)
+        if self.kmeans_windows * self.context_length // self.patch_size < (
+            self.num_experts
+        ):
+            msg = "kmeans_windows gives fewer tokens than experts"
+            raise ValueError(msg)
+        if self.min_length <= self.patch_size:
+            msg = (
+                f"min_length ({self.min_length}) must exceed patch_size "
+                f"({self.patch_size}): a training window needs an input patch and "
+                "the next one to predict"
+            )
+            raise ValueError(msg)
+        self.model_config("centroid")  # validates the shape fields
+        self.training_config(1)  # validates the optimisation fields
+        SyntheticConfig(min_length=self.min_length, max_length=self.max_length)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        """Build from a mapping, naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            msg = f"unknown pretraining settings {unknown}; known: {sorted(known)}"
+            raise ValueError(msg)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings."""
+        out = dataclasses.asdict(self)
+        out["mask_ratio"] = list(self.mask_ratio)
+        return out
+
+    def model_config(self, variant: str) -> MoiraiMoEConfig:
+        """Return the model configuration of ``variant`` (or of the dense stage)."""
+        sparse = MoiraiMoEConfig(
+            d_model=self.d_model,
+            d_ff=self.d_ff,
+            num_layers=self.num_layers,
+            patch_sizes=(self.patch_size,),
+            max_seq_len=max(512, tokens_in(self.window_length, self.patch_size)),
+            num_experts=self.num_experts,
+            num_experts_per_token=self.num_experts_per_token,
+            gate="linear" if variant == "linear" else "centroid",
+            gate_selection=self.gate_selection,  # type: ignore[arg-type]
+        )
+        return dense_config(sparse) if variant == "dense" else sparse
+
+    @property
+    def window_length(self) -> int:
+        """Longest training window, in steps."""
+        return self.context_length + self.prediction_length
+
+    def training_config(self, steps: int) -> TrainingConfig:
+        """Return the engine settings of a stage of ``steps`` steps."""
+        return TrainingConfig(
+            strategy="full",
+            context_length=self.context_length,
+            prediction_length=self.prediction_length,
+            learning_rate=self.learning_rate,
+            max_steps=steps,
+            batch_size=self.batch_size,
+            validation_fraction=0.0,
+            weight_decay=self.weight_decay,
+            warmup_steps=min(self.warmup_steps, max(steps - 1, 0)),
+            mask_ratio=self.mask_ratio,
+            seed=self.seed,
+            progress=False,
+        )
+
+
+# ------------------------------------------------------------------- data
+@dataclasses.dataclass
+class _Pool:
+    series: list[TrainingSeries]
+    n_synthetic: int
+    validation: list[TrainingSeries]
+    validation_windows: list[WindowSpec]
+
+
+def _build_pool(config: PretrainConfig) -> _Pool:
+    synthetic = SyntheticConfig(
+        min_length=config.min_length, max_length=config.max_length
+    )
+    start = time.perf_counter()
+    train = to_training_series(
+        synthetic.generate(config.synthetic_series, seed=config.seed)
+    )
+    real: list[TrainingSeries] = []
+    if config.real_fraction > 0:
+        corpus = load_corpus(min_length=config.patch_size + 1)
+        real = to_training_series([s.values for s in corpus])
+        if not real:
+            msg = "real_fraction > 0 but no real series could be loaded"
+            raise RuntimeError(msg)
+    validation = to_training_series(
+        synthetic.generate(config.validation_series, seed=config.seed + 1_000_003)
+    )
+    rng = np.random.default_rng([config.seed, 99])
+    lengths = [len(s) for s in validation]
+    windows = _draw(rng, lengths, range(len(lengths)), config)
+    logger.info(
+        "data: %d synthetic and %d real series, %d validation windows (%.1f s)",
+        len(train),
+        len(real),
+        len(windows),
+        time.perf_counter() - start,
+    )
+    return _Pool(train + real, len(train), validation, windows)
+
+
+def _draw(
+    rng: np.random.Generator,
+    lengths: Sequence[int],
+    indices: Sequence[int] | range,
+    config: PretrainConfig,
+) -> list[WindowSpec]:
+    """One random training window for each series index in ``indices``."""
+    patch, low, high = config.patch_size, *config.mask_ratio
+    out = []
+    for index in indices:
+        n = lengths[index]
+        end = int(rng.integers(patch + 1, n + 1))
+        length = min(config.window_length, end)
+        ratio = float(rng.uniform(low, high))
+        k = prediction_token_count(tokens_in(length, patch), ratio)
+        out.append(WindowSpec(int(index), end, length, k))
+    return out
+
+
+def _step_windows(
+    pool: _Pool, lengths: Sequence[int], config: PretrainConfig, stage: str, step: int
+) -> list[WindowSpec]:
+    """Draw the windows of ``step`` of ``stage``: a function of the seed only."""
+    rng = np.random.default_rng([config.seed, _STAGE_IDS[stage], step])
+    n_real = len(pool.series) - pool.n_synthetic
+    real = rng.random(config.batch_size) < (config.real_fraction if n_real else 0.0)
+    indices = np.where(
+        real,
+        pool.n_synthetic + rng.integers(0, max(n_real, 1), config.batch_size),
+        rng.integers(0, pool.n_synthetic, config.batch_size),
+    )
+    return _draw(rng, lengths, indices.tolist(), config)
+
+
+# ------------------------------------------------------------ checkpoints
+def _save_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+) -> None:
+    """Model, optimiser moments and progress in one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for index, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).cpu()
+    groups = [
+        {k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]
+    ]
+    metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata)
+        Path(tmp).replace(path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _load_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    model.load_state_dict(
+        {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+    )
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    groups = json.loads(metadata["param_groups"])
+    current = optimizer.state_dict()
+    for group, saved in zip(current["param_groups"], groups, strict=True):
+        group.update(saved)
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+    return json.loads(metadata["meta"])
+
+
+def _write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    Path(tmp).replace(path)
+
+
+# ----------------------------------------------------------------- stages
+def _train_stage(
+    model: MoiraiMoEModel,
+    pool: _Pool,
+    config: PretrainConfig,
+    stage: str,
+    steps: int,
+    folder: Path,
+    device: torch.device,
+) -> MoiraiMoEModel:
+    """Train ``model`` for ``steps`` steps, resuming from ``folder`` if it can."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / "model"
+    if (final / "config.json").is_file():
+        logger.info("stage %s: already done (%s)", stage, final)
+        return load_checkpoint(MoiraiMoEModel, final, map_location=device)
+    train_cfg = config.training_config(steps)
+    model = model.to(device).train()
+    model.requires_grad_(True)
+    if model.encoder.centroid is not None:
+        model.encoder.centroid.requires_grad_(False)
+    optimizer = _optimizer(model, train_cfg)
+    lengths = [len(s) for s in pool.series]
+    ckpt = folder / _CHECKPOINT
+    # the running train NLL since the last validation is part of the state, so
+    # that a resumed run logs the history of an uninterrupted one
+    step, history, running, count = 0, [], 0.0, 0
+    if ckpt.is_file():
+        meta = _load_state(ckpt, model, optimizer)
+        step, history = meta["step"], meta["history"]
+        running, count = meta.get("running", 0.0), meta.get("count", 0)
+        logger.info("stage %s: resumed at step %d of %d", stage, step, steps)
+
+    def validate() -> float | None:
+        return _validation_nll(
+            model, pool.validation, pool.validation_windows, config.batch_size, device
+        )
+
+    if not history:
+        history.append({"step": 0, "train_nll": None, "val_nll": validate()})
+    logger.info(
+        "stage %s: %s, %d parameters, %d steps",
+        stage,
+        "resuming" if step else "starting",
+        sum(p.numel() for p in model.parameters()),
+        steps,
+    )
+    start, timed = time.perf_counter(), 0
+    batch = config.batch_size
+    while step < steps:
+        lr = config.learning_rate * _lr_factor(step, steps, train_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        windows = _step_windows(pool, lengths, config, stage, step)
+        optimizer.zero_grad(set_to_none=True)
+        total, groups = _loss(model, pool.series, windows, batch, device, True)
+        if groups:
+            nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], 1.0
+            )
+            optimizer.step()
+            running += total / groups
+            count += 1
+        step += 1
+        timed += 1
+        if step % config.eval_every == 0 or step == steps:
+            train_nll = running / count if count else None
+            val = validate()
+            model.train()
+            history.append({"step": step, "train_nll": train_nll, "val_nll": val})
+            rate = (time.perf_counter() - start) / max(timed, 1)
+            logger.info(
+                "stage %s step %d/%d: train NLL %.4f, validation NLL %.4f "
+                "(%.2f s/step, lr %.2e)",
+                stage,
+                step,
+                steps,
+                math.nan if train_nll is None else train_nll,
+                math.nan if val is None else val,
+                rate,
+                lr,
+            )
+            running, count = 0.0, 0
+            start, timed = time.perf_counter(), 0
+        if step % config.checkpoint_every == 0 and step < steps:
+            meta = {
+                "step": step,
+                "history": history,
+                "running": running,
+                "count": count,
+            }
+            _save_state(ckpt, model, optimizer, meta)
+    model.eval().requires_grad_(False)
+    save_checkpoint(model, final)
+    _write_json(folder / "history.json", history)
+    ckpt.unlink(missing_ok=True)
+    logger.info("stage %s: done, saved %s", stage, final)
+    return model
+
+
+def _centroids(
+    dense: MoiraiMoEModel, pool: _Pool, config: PretrainConfig, folder: Path
+) -> torch.Tensor:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / _CENTROIDS
+    if path.is_file():
+        return load_file(str(path))["centroids"]
+    rng = np.random.default_rng([config.seed, 7])
+    lengths = [len(s) for s in pool.series]
+    indices = rng.integers(0, len(pool.series), config.kmeans_windows).tolist()
+    windows = _draw(rng, lengths, indices, config)
+    device = next(dense.parameters()).device
+    batches = (
+        make_batch(pool.series, windows[i : i + config.batch_size], config.patch_size)
+        .to(device)
+        .inputs
+        for i in range(0, len(windows), config.batch_size)
+    )
+    start = time.perf_counter()
+    per_layer = ffn_inputs(dense, batches)
+    centroids = torch.stack(
+        [
+            kmeans(x, config.num_experts, seed=config.seed + layer)
+            for layer, x in enumerate(per_layer)
+        ]
+    )
+    logger.info(
+        "centroids: k-means of %d tokens per layer into %d clusters (%.1f s)",
+        per_layer[0].shape[0],
+        config.num_experts,
+        time.perf_counter() - start,
+    )
+    fd, tmp = tempfile.mkstemp(prefix=".centroids.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    save_file({"centroids": centroids.contiguous()}, tmp)
+    Path(tmp).replace(path)
+    return centroids
+
+
+def _new_model(config: MoiraiMoEConfig, seed: int) -> MoiraiMoEModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MoiraiMoEModel(config)
+
+
+def pretrain(
+    output: str | os.PathLike[str],
+    config: PretrainConfig | None = None,
+    *,
+    variants: Sequence[str] = ("centroid",),
+    device: str | torch.device = "cpu",
+) -> dict[str, Path]:
+    """Run (or resume) a pretraining run in ``output``.
+
+    Parameters
+    ----------
+    output : path
+        The run's folder. A folder holding another run's settings is refused.
+    config : PretrainConfig, optional
+        The settings; the defaults (the bundled ``moirai-moe-sk-tiny``) otherwise.
+    variants : sequence of str
+        Which of :data:`VARIANTS` to train after the dense stage.
+    device : str or torch.device
+        Where to train.
+
+    Returns
+    -------
+    dict
+        Variant -> folder of its checkpoint (``config.json`` +
+        ``model.safetensors``, loadable as ``MoiraiMoEForecaster(checkpoint=...)``).
+    """
+    config = config or PretrainConfig()
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        msg = f"variants must be some of {VARIANTS}, got {list(variants)}"
+        raise ValueError(msg)
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_file = folder / _RUN_FILE
+    if run_file.is_file():
+        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        if saved != config.to_dict():
+            diff = sorted(
+                k
+                for k in saved.keys() | config.to_dict().keys()
+                if saved.get(k) != config.to_dict().get(k)
+            )
+            msg = (
+                f"{folder} holds a run with other settings ({diff}); "
+                "use another folder or the same settings"
+            )
+            raise ValueError(msg)
+    else:
+        _write_json(run_file, config.to_dict())
+    device = torch.device(device)
+    pool = _build_pool(config)
+    dense = _train_stage(
+        _new_model(config.model_config("dense"), config.seed),
+        pool,
+        config,
+        "dense",
+        config.dense_steps,
+        folder / "dense",
+        device,
+    )
+    out = {}
+    for variant in variants:
+        if variant == "dense":
+            start = load_checkpoint(MoiraiMoEModel, folder / "dense" / "model")
+            stage = "dense-continued"
+        else:
+            centroids = (
+                _centroids(dense, pool, config, folder)
+                if variant == "centroid"
+                else None
+            )
+            start = sparse_from_dense(
+                dense.cpu(),
+                config.model_config(variant),
+                centroids,
+                seed=config.seed + _STAGE_IDS[variant],
+            )
+            stage = variant
+        _train_stage(
+            start, pool, config, stage, config.sparse_steps, folder / stage, device
+        )
+        out[variant] = folder / stage / "model"
+    return out
+
+
+# -------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m moirai_moe_sk.pretrain",
+        description=(
+            "Pretrain Moirai-MoE from scratch (dense model, k-means centroids, "
+            "sparse model) on synthetic and bundled real series. Re-running the "
+            "same command resumes."
+        ),
+    )
+    parser.add_argument("output", help="folder of the run (created, or resumed)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["centroid"],
+        choices=VARIANTS,
+        help="models trained after the dense stage, each with the same budget",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of PretrainConfig (JSON value), repeatable",
+    )
+    parser.add_argument(
+        "--config", help="JSON file of PretrainConfig settings (before --set)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr
+    )
+    try:
+        config = _settings(args.config, args.set)
+    except (OSError, ValueError, TypeError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        paths = pretrain(
+            args.output, config, variants=args.variants, device=args.device
+        )
+    except ValueError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    for variant, path in paths.items():
+        sys.stdout.write(f"{variant}: {path}\n")
+    return 0
+
+
+def _settings(config_file: str | None, items: Sequence[str]) -> PretrainConfig:
+    """Read settings from a JSON file, then ``KEY=VALUE`` overrides (JSON values)."""
+    settings: dict[str, Any] = {}
+    if config_file:
+        settings.update(json.loads(Path(config_file).read_text(encoding="utf-8")))
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            msg = f"--set expects KEY=VALUE, got {item!r}"
+            raise ValueError(msg)
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return PretrainConfig.from_dict(settings)
