@@ -54,8 +54,22 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
+#: where bundled checkpoints live inside the package: one folder per model
+BUNDLED_ROOT = Path(__file__).parent / "weights"
+
+
+def _bundled() -> dict[str, Path]:
+    if not BUNDLED_ROOT.is_dir():
+        return {}
+    return {
+        folder.name: folder
+        for folder in sorted(BUNDLED_ROOT.iterdir())
+        if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+    }
+
+
 #: bundled checkpoints shipped inside the package: name -> folder
-BUNDLED: dict[str, Path] = {}
+BUNDLED: dict[str, Path] = _bundled()
 
 _EXPERT_KEY = re.compile(
     r"^encoder\.layers\.(\d+)\.ffn\.experts\.(\d+)\.(\w+)\.weight$"
@@ -404,14 +418,28 @@ def build_model(
 
 
 def save_checkpoint(
-    model: MoiraiMoEModel, save_directory: str | os.PathLike[str]
+    model: MoiraiMoEModel,
+    save_directory: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Write ``model`` as ``config.json`` + ``model.safetensors``, atomically per file."""
+    """Write ``model`` as ``config.json`` + ``model.safetensors``, atomically per file.
+
+    ``dtype`` (e.g. ``torch.float16``, half the size) stores the weights in
+    that floating type; the gate centroids keep theirs. Loading casts back to
+    float32.
+    """
     from safetensors.torch import save_file
 
+    if dtype is not None and not dtype.is_floating_point:
+        msg = f"dtype must be a floating-point torch dtype, got {dtype}"
+        raise ValueError(msg)
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.cpu() for k, v in model.official_state_dict().items()}
+    state = {
+        k: v.cpu() if dtype is None or k == "encoder.centroid" else v.to("cpu", dtype)
+        for k, v in model.official_state_dict().items()
+    }
     config_text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True)
     temps: list[tuple[Path, Path]] = []
     try:

@@ -280,15 +280,22 @@ class MoiraiMoEModel(nn.Module):
             map_location=map_location,
         )
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> None:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         """Write ``config.json`` and ``model.safetensors`` in the official layout.
 
         Files are written to temporary names and moved into place, so a failed
-        save never leaves a half-written checkpoint.
+        save never leaves a half-written checkpoint. ``dtype`` (for example
+        ``torch.float16``) stores the weights in a smaller floating type; they
+        are read back as float32.
         """
         from ..checkpoint import save_checkpoint
 
-        save_checkpoint(self, save_directory)
+        save_checkpoint(self, save_directory, dtype=dtype)
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """Return the weights under the official uni2ts key names and shapes."""
