@@ -75,6 +75,7 @@ import argparse
 import datetime
 import importlib.metadata
 import inspect
+import json
 import logging
 import math
 import platform
@@ -567,13 +568,20 @@ class CheckpointModel:
     ``LEVELS``, so quantiles and intervals come from the same sample paths; the
     point forecast is the sample median.
 
+    With a ``fit_strategy`` other than ``"zero-shot"``, ``fit`` first
+    fine-tunes the checkpoint on the panel: the training parts of the subset's
+    series only (the forecaster holds out their ends for early stopping), so
+    the test parts stay unseen; the model is then named ``... fine-tuned
+    (strategy)``.
+
     Parameters
     ----------
     checkpoint : str
         Anything ``MoiraiMoEForecaster(checkpoint=...)`` loads.
     **params
         Further ``MoiraiMoEForecaster`` parameters (``context_length``,
-        ``num_samples``, ``batch_size``, ``random_state``, ``device``, ...).
+        ``num_samples``, ``batch_size``, ``random_state``, ``device``,
+        ``fit_strategy``, ``max_epochs``, ...).
     """
 
     def __init__(self, checkpoint: str, **params: Any):
@@ -581,7 +589,9 @@ class CheckpointModel:
         self.params = params
         folder = Path(checkpoint)
         label = folder.name if folder.is_dir() else checkpoint
-        self.name = f"moirai-moe[{label}]"
+        strategy = params.get("fit_strategy", "zero-shot")
+        suffix = "" if strategy == "zero-shot" else f" fine-tuned ({strategy})"
+        self.name = f"moirai-moe[{label}]{suffix}"
 
     def forecast(self, subset: Subset) -> Forecast:
         """Forecast every series of ``subset`` in one panel."""
@@ -835,6 +845,21 @@ def _parser() -> argparse.ArgumentParser:
         "--context-length", type=int, default=None, help="context steps (default: auto)"
     )
     add("--batch-size", type=int, default=None, help="series decoded together")
+    add(
+        "--fine-tune",
+        choices=("full", "head", "freeze-experts", "lora"),
+        metavar="STRATEGY",
+        help="also evaluate every checkpoint fine-tuned with this fit_strategy on "
+        "each subset's training parts (full, head, freeze-experts, lora)",
+    )
+    add(
+        "--fine-tune-params",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="further MoiraiMoEForecaster parameters of the fine-tuned models, e.g. "
+        '\'{"learning_rate": 1e-4, "max_epochs": 5}\'',
+    )
     add("--device", default="auto", help="torch device of the checkpoints")
     add("--seed", type=int, default=0, help="random_state of the models")
     add("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -875,7 +900,11 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "device": args.device,
         "random_state": args.seed,
     }
-    models += [CheckpointModel(checkpoint, **params) for checkpoint in args.checkpoint]
+    for checkpoint in args.checkpoint:
+        models.append(CheckpointModel(checkpoint, **params))
+        if args.fine_tune:
+            tuned = {**params, **args.fine_tune_params, "fit_strategy": args.fine_tune}
+            models.append(CheckpointModel(checkpoint, **tuned))
     logger.info(
         "%s: %s; models: %s", sample, ", ".join(s.name for s in subsets), len(models)
     )

@@ -341,3 +341,32 @@ def test_subset_checks_its_series():
         ev.Subset("m1_quarterly", (series[0], short))
     with pytest.raises(ValueError, match="no series"):
         ev.Subset("m1_quarterly", ())
+
+
+def test_harness_fine_tunes_each_checkpoint_on_training_parts(tiny_checkpoint):
+    subset = _toy_subset(n_series=4, horizon=5)
+    zero = ev.CheckpointModel(str(tiny_checkpoint), num_samples=20, random_state=0)
+    tuned = ev.CheckpointModel(
+        str(tiny_checkpoint),
+        num_samples=20,
+        random_state=0,
+        fit_strategy="head",
+        max_steps=3,
+        validation_fraction=0.0,
+        learning_rate=0.05,
+    )
+    assert zero.name == f"moirai-moe[{tiny_checkpoint.name}]"
+    assert tuned.name == zero.name + " fine-tuned (head)"
+    # trained weights give other quantiles than the zero-shot checkpoint
+    a, b = zero.forecast(subset), tuned.forecast(subset)
+    assert a.levels.shape == b.levels.shape
+    assert not np.allclose(a.levels, b.levels)
+    # the command line adds the fine-tuned model next to each checkpoint
+    argv = ["--subsets", "m3_monthly", "m3_quarterly", "--sample", "4"]
+    argv += ["--baselines", "--checkpoint", str(tiny_checkpoint)]
+    argv += ["--num-samples", "8", "--context-length", "64", "--fine-tune", "head"]
+    argv += ["--fine-tune-params", '{"max_steps": 1, "validation_fraction": 0.0}']
+    table = ev.run(argv)
+    assert table["model"].unique().tolist() == ["seasonal_naive", zero.name, tuned.name]
+    with pytest.raises(SystemExit):
+        ev.run([*argv[:-2], "--fine-tune-params", "{not json"])
