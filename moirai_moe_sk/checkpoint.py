@@ -453,6 +453,8 @@ def save_checkpoint(
             os.close(fd)
             temps.append((Path(tmp_name), folder / name))
             write(Path(tmp_name))
+            # mkstemp creates 0600 files; a checkpoint is ordinary data
+            Path(tmp_name).chmod(0o644)
         for tmp, final in temps:
             tmp.replace(final)
     finally:

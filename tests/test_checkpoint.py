@@ -183,6 +183,9 @@ def test_save_creates_the_folder_and_overwrites(tmp_path: Path):
     ]
     reloaded = MoiraiMoEModel.from_pretrained(target)
     assert torch.equal(reloaded.in_proj.weight, make_tiny_model(seed=2).in_proj.weight)
+    # readable by others, like any data file (not mkstemp's private 0600)
+    for path in target.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path
 
 
 def test_linear_gate_model_round_trips(tmp_path: Path):
