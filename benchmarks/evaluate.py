@@ -37,7 +37,8 @@ other):
   for point forecasters);
 * MASE rel / WQL rel: the model's score divided by seasonal naive's on the same
   series; the ``all (geomean)`` row of each model is the geometric mean of
-  these over the subsets evaluated.
+  these over the subsets evaluated, and its coverages are pooled over every
+  test value of every subset.
 
 The point forecast scored by MASE and sMAPE is each model's ``predict`` (the
 mean for ETS and Theta), and the sample median (quantile 0.5) for Moirai-MoE.
@@ -642,6 +643,19 @@ def score(subset: Subset, forecast: Forecast) -> dict[str, float]:
     return row
 
 
+def _pooled_coverage(rows: pd.DataFrame) -> dict[str, float]:
+    """Coverage over every test value of ``rows``' subsets together."""
+    values = rows["series"] * rows["horizon"]
+    return {
+        f"coverage_{round(100 * level)}": float(
+            (rows[f"coverage_{round(100 * level)}"] * values).sum() / values.sum()
+        )
+        if rows[f"coverage_{round(100 * level)}"].notna().all()
+        else math.nan
+        for level in COVERAGES
+    }
+
+
 def evaluate(subsets: Sequence[Subset], models: Sequence[Any]) -> pd.DataFrame:
     """Score every model on every subset; add relative scores and aggregates.
 
@@ -693,6 +707,7 @@ def evaluate(subsets: Sequence[Subset], models: Sequence[Any]) -> pd.DataFrame:
             "model": name,
             "subset": AGGREGATE,
             "series": group["series"].sum(),
+            **_pooled_coverage(group),
             "MASE_rel": geometric_mean(group["MASE_rel"]),
             "WQL_rel": geometric_mean(group["WQL_rel"]),
             "failures": group["failures"].sum(),
@@ -780,7 +795,8 @@ def report(table: pd.DataFrame, command: str, sample: str) -> str:
         "q = 0.1..0.9 (a point forecaster's quantiles are its point forecast). "
         "cov 80 / cov 95: empirical coverage of the central intervals (none for "
         "point forecasters). rel: ratio to seasonal naive on the same series; "
-        f"the `{AGGREGATE}` rows are geometric means over the subsets. failures: "
+        f"the `{AGGREGATE}` rows are geometric means over the subsets, with "
+        "coverages pooled over all test values. failures: "
         "series that fell back to seasonal naive. seconds: wall time of fitting "
         "and forecasting (a checkpoint's first subset includes loading it)."
     )

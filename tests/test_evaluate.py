@@ -304,6 +304,13 @@ def test_harness_runs_a_checkpoint_end_to_end(tiny_checkpoint, tmp_path, capsys)
     assert np.all((moirai["coverage_80"] >= 0) & (moirai["coverage_95"] <= 1))
     assert np.all(moirai["coverage_80"] <= moirai["coverage_95"])
     assert moirai["failures"].sum() == 0
+    # the aggregate coverage pools every test value (2 series per subset)
+    pooled = table[(table["model"] == name) & (table["subset"] == ev.AGGREGATE)]
+    weights = moirai["horizon"] * 2
+    expected = (moirai["coverage_80"] * weights).sum() / weights.sum()
+    assert pooled["coverage_80"].item() == pytest.approx(expected)
+    point = table[(table["model"] == "naive") & (table["subset"] == ev.AGGREGATE)]
+    assert np.isnan(point["coverage_80"].item())
 
     written = pd.read_csv(csv)
     assert written.columns.tolist() == list(ev.COLUMNS)
