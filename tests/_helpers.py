@@ -31,3 +31,16 @@ def make_tiny_model(seed: int = 0, **overrides) -> MoiraiMoEModel:
                 torch.randn(model.encoder.centroid.shape, generator=generator).double()
             )
     return model.eval()
+
+
+def load_harness():
+    """Import ``benchmarks/evaluate.py`` (not a package) as a module."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_evaluate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -11,19 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _helpers import load_harness
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_harness():
-    path = ROOT / "benchmarks" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_evaluate", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-ev = _load_harness()
+ev = load_harness()
 
 #: shared/design/evaluation.md: seasonal naive MASE / WQL (Chronos' benchmark)
 DOCUMENTED = {

@@ -386,7 +386,14 @@ def _train_stage(
     # that a resumed run logs the history of an uninterrupted one
     step, history, running, count = 0, [], 0.0, 0
     if ckpt.is_file():
-        meta = _load_state(ckpt, model, optimizer)
+        try:
+            meta = _load_state(ckpt, model, optimizer)
+        except Exception as err:  # safetensors, JSON or shape errors alike
+            msg = (
+                f"the checkpoint {ckpt} cannot be resumed from ({err}); delete it "
+                f"to train the {stage} stage again from its start"
+            )
+            raise RuntimeError(msg) from err
         step, history = meta["step"], meta["history"]
         running, count = meta.get("running", 0.0), meta.get("count", 0)
         logger.info("stage %s: resumed at step %d of %d", stage, step, steps)

@@ -164,6 +164,24 @@ def test_unknown_or_no_variants_are_refused_before_anything_is_written(tmp_path)
 
 
 # -------------------------------------------------------------- resumption
+def test_an_unreadable_checkpoint_is_named_not_trained_over(tmp_path, monkeypatch):
+    config = _config()
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, "dense", 5)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(tmp_path, config)
+    ckpt = tmp_path / "dense" / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated, e.g. a full disk
+    with pytest.raises(
+        RuntimeError, match=r"checkpoint\.safetensors cannot be resumed"
+    ):
+        pretrain(tmp_path, config)
+    assert ckpt.is_file()  # left for the user to inspect or delete
+    ckpt.unlink()
+    paths = pretrain(tmp_path, config)
+    assert (paths["centroid"] / "model.safetensors").is_file()
+
+
 def test_interrupted_runs_resume_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     config = _config()
     variants = ("centroid", "dense")
