@@ -8,21 +8,21 @@ save a plot of them.
 
 Run it from the repository root::
 
-    python examples/quickstart.py --checkpoint Salesforce/moirai-moe-1.0-R-small
+    python examples/quickstart.py
 
-``--checkpoint`` takes a Hugging Face hub id (downloaded once, then read from
-the hub cache) or a local folder in the official layout. Without it, the
-script writes a *tiny random-weight* checkpoint to a temporary folder so that
-it runs offline; its forecasts are meaningless and the log says so.
-Weights downloaded from the hub carry their publisher's licence
-(CC-BY-NC-4.0 for the Salesforce Moirai-MoE models, see their model card).
+It needs no network: the default checkpoint, ``moirai-moe-sk-tiny``, is the
+small Moirai-MoE that ships inside the package (pretrained by this package on
+synthetic and openly licensed real series; see its model card in the
+documentation). ``--checkpoint`` takes any other checkpoint: a Hugging Face hub
+id such as ``Salesforce/moirai-moe-1.0-R-small`` (downloaded once, then read
+from the hub cache; CC-BY-NC-4.0, see its model card) or a local folder in the
+official layout.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +30,6 @@ import numpy as np
 logger = logging.getLogger("quickstart")
 
 HORIZON = 24  # months: two years, decoded autoregressively patch by patch
-
-
-def tiny_random_checkpoint(folder: Path) -> str:
-    """Write a tiny random-weight checkpoint in the official layout."""
-    import torch
-
-    from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
-
-    config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = MoiraiMoEModel(config)
-    model.save_pretrained(folder)
-    return str(folder)
 
 
 def plot(y_train, y_test, y_pred, intervals, title: str, out: Path) -> None:
@@ -93,8 +79,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument(
         "--checkpoint",
-        default=None,
-        help="hub id or local folder (default: a tiny random-weight checkpoint)",
+        default="moirai-moe-sk-tiny",
+        help="bundled model, hub id or local folder (default: the bundled "
+        "moirai-moe-sk-tiny)",
     )
     parser.add_argument("--out", type=Path, default=Path("quickstart.png"))
     parser.add_argument("--num-samples", type=int, default=100)
@@ -109,21 +96,12 @@ def main(argv: list[str] | None = None) -> Path:
     y = load_airline()
     y_train, y_test = temporal_train_test_split(y, test_size=HORIZON)
 
-    with tempfile.TemporaryDirectory(prefix="moirai-moe-tiny-") as tmp:
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            checkpoint = tiny_random_checkpoint(Path(tmp))
-            logger.warning(
-                "no --checkpoint given: using a tiny RANDOM-WEIGHT model, so the "
-                "forecasts below are MEANINGLESS; pass --checkpoint "
-                "Salesforce/moirai-moe-1.0-R-small for real ones"
-            )
-        forecaster = MoiraiMoEForecaster(
-            checkpoint, num_samples=args.num_samples, random_state=args.seed
-        )
-        forecaster.fit(y_train, fh=np.arange(1, HORIZON + 1))
-        y_pred = forecaster.predict()
-        intervals = forecaster.predict_interval(coverage=[0.8, 0.95])
+    forecaster = MoiraiMoEForecaster(
+        args.checkpoint, num_samples=args.num_samples, random_state=args.seed
+    )
+    forecaster.fit(y_train, fh=np.arange(1, HORIZON + 1))
+    y_pred = forecaster.predict()
+    intervals = forecaster.predict_interval(coverage=[0.8, 0.95])
 
     name = intervals.columns.levels[0][0]
     mape = float(np.mean(np.abs((y_test - y_pred) / y_test)))
@@ -133,7 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
         y_pred.index[0],
         y_pred.index[-1],
         len(y_train),
-        args.checkpoint or "tiny random weights",
+        args.checkpoint,
     )
     logger.info("median forecast MAPE on the held-out months: %.1f%%", 100 * mape)
     for coverage in (0.8, 0.95):
@@ -147,9 +125,7 @@ def main(argv: list[str] | None = None) -> Path:
             len(y_test),
         )
 
-    title = "Moirai-MoE zero-shot forecast, airline passengers"
-    if args.checkpoint is None:
-        title += " (random weights: meaningless)"
+    title = f"Moirai-MoE zero-shot forecast ({args.checkpoint}), airline passengers"
     plot(y_train, y_test, y_pred, intervals, title, args.out)
     logger.info("plot saved to %s", args.out)
     return args.out

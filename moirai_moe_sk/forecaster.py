@@ -91,7 +91,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         * a local folder holding ``config.json`` and ``model.safetensors`` in
           the official uni2ts layout (e.g. one written by
           ``MoiraiMoEModel.save_pretrained``);
-        * the name of a model bundled with this package, once one exists;
+        * the name of a model bundled with this package:
+          ``"moirai-moe-sk-tiny"``, no network needed (see
+          ``moirai_moe_sk.checkpoint.BUNDLED``);
         * a Hugging Face hub id such as ``"Salesforce/moirai-moe-1.0-R-small"``
           or ``"Salesforce/moirai-moe-1.0-R-base"``, downloaded once into the
           hub cache.

@@ -141,6 +141,14 @@ def test_py_typed_is_shipped(pyproject):
     assert "py.typed" in package_data
 
 
+def test_bundled_weights_are_package_data(pyproject):
+    package = ROOT / "moirai_moe_sk"
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["moirai_moe_sk"]
+    shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
+    bundled = package / "weights" / "moirai-moe-sk-tiny"
+    assert {bundled / "config.json", bundled / "model.safetensors"} <= shipped
+
+
 @pytest.mark.parametrize("command", [QUICKSTART_COMMAND, TEST_COMMAND])
 def test_readme_shows_the_setup_commands(command):
     readme_lines = (ROOT / "README.md").read_text("utf-8").splitlines()
