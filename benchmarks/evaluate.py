@@ -579,17 +579,21 @@ class CheckpointModel:
     ----------
     checkpoint : str
         Anything ``MoiraiMoEForecaster(checkpoint=...)`` loads.
+    label : str, optional
+        Shown as ``moirai-moe[label]``; by default the folder's name or the
+        checkpoint's name.
     **params
         Further ``MoiraiMoEForecaster`` parameters (``context_length``,
         ``num_samples``, ``batch_size``, ``random_state``, ``device``,
         ``fit_strategy``, ``max_epochs``, ...).
     """
 
-    def __init__(self, checkpoint: str, **params: Any):
+    def __init__(self, checkpoint: str, *, label: str | None = None, **params: Any):
         self.checkpoint = checkpoint
         self.params = params
-        folder = Path(checkpoint)
-        label = folder.name if folder.is_dir() else checkpoint
+        if label is None:
+            folder = Path(checkpoint)
+            label = folder.name if folder.is_dir() else checkpoint
         strategy = params.get("fit_strategy", "zero-shot")
         suffix = "" if strategy == "zero-shot" else f" fine-tuned ({strategy})"
         self.name = f"moirai-moe[{label}]{suffix}"
@@ -610,6 +614,31 @@ class CheckpointModel:
             ]
         )
         return Forecast(levels[:, LEVELS.index(0.5)], levels)
+
+
+def checkpoint_labels(checkpoints: Sequence[str]) -> list[str]:
+    """Short distinct labels: a folder's name, with parents added until unique.
+
+    Folders ``runs/a/model`` and ``runs/b/model`` become ``a/model`` and
+    ``b/model``; names that are not folders (hub ids, bundled models) are kept.
+    """
+    if len(set(checkpoints)) != len(checkpoints):
+        msg = f"a checkpoint is given twice: {list(checkpoints)}"
+        raise ValueError(msg)
+    parts = [Path(c).parts if Path(c).is_dir() else (c,) for c in checkpoints]
+    depth = [1] * len(parts)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clashing = {x for x in labels if labels.count(x) > 1}
+        if not clashing:
+            return labels
+        grown = False
+        for i, label in enumerate(labels):
+            if label in clashing and depth[i] < len(parts[i]):
+                depth[i] += 1
+                grown = True
+        if not grown:  # identical paths would be caught above
+            return list(checkpoints)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -673,6 +702,10 @@ def evaluate(subsets: Sequence[Subset], models: Sequence[Any]) -> pd.DataFrame:
         Columns ``COLUMNS``: one row per model and subset, then one
         ``"all (geomean)"`` row per model.
     """
+    names = [model.name for model in models]
+    if len(set(names)) != len(names):
+        msg = f"models must have distinct names, got {names}"
+        raise ValueError(msg)
     if not any(model.name == REFERENCE for model in models):
         models = [NaiveBaseline(seasonal=True), *models]
     rows = []
@@ -916,11 +949,13 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "device": args.device,
         "random_state": args.seed,
     }
-    for checkpoint in args.checkpoint:
-        models.append(CheckpointModel(checkpoint, **params))
+    for checkpoint, label in zip(
+        args.checkpoint, checkpoint_labels(args.checkpoint), strict=True
+    ):
+        models.append(CheckpointModel(checkpoint, label=label, **params))
         if args.fine_tune:
             tuned = {**params, **args.fine_tune_params, "fit_strategy": args.fine_tune}
-            models.append(CheckpointModel(checkpoint, **tuned))
+            models.append(CheckpointModel(checkpoint, label=label, **tuned))
     logger.info(
         "%s: %s; models: %s", sample, ", ".join(s.name for s in subsets), len(models)
     )

@@ -369,3 +369,20 @@ def test_harness_fine_tunes_each_checkpoint_on_training_parts(tiny_checkpoint):
     assert table["model"].unique().tolist() == ["seasonal_naive", zero.name, tuned.name]
     with pytest.raises(SystemExit):
         ev.run([*argv[:-2], "--fine-tune-params", "{not json"])
+
+
+def test_checkpoints_in_folders_of_one_name_get_distinct_labels(tmp_path):
+    for run in ("a", "b"):
+        (tmp_path / run / "model").mkdir(parents=True)
+    a, b = str(tmp_path / "a" / "model"), str(tmp_path / "b" / "model")
+    assert ev.checkpoint_labels([a, b, "moirai-moe-sk-tiny"]) == [
+        "a/model",
+        "b/model",
+        "moirai-moe-sk-tiny",
+    ]
+    assert ev.checkpoint_labels([a]) == ["model"]
+    with pytest.raises(ValueError, match="given twice"):
+        ev.checkpoint_labels([a, a])
+    twins = [ev.NaiveBaseline(seasonal=False), ev.NaiveBaseline(seasonal=False)]
+    with pytest.raises(ValueError, match="distinct names"):
+        ev.evaluate([_toy_subset()], twins)
