@@ -106,8 +106,11 @@ class FakeHub:
 
     Examples
     --------
-    >>> with FakeHub({"org/tiny": {"main": folder}}) as hub:  # doctest: +SKIP
-    ...     env = {"HF_ENDPOINT": hub.endpoint}
+    Serve a checkpoint folder as revision ``main`` of ``org/tiny`` (the tests
+    in ``test_hub.py`` run this)::
+
+        with FakeHub({"org/tiny": {"main": folder}}) as hub:
+            env = {"HF_ENDPOINT": hub.endpoint}
     """
 
     def __init__(
