@@ -294,11 +294,8 @@ def _as_values(series: Any, where: str, patch_size: int) -> np.ndarray:
     if np.isinf(values).any():
         msg = f"{where} holds infinite values; use NaN for missing values"
         raise ValueError(msg)
-    if len(values) < patch_size:
-        msg = (
-            f"{where} has {len(values)} steps, shorter than one patch "
-            f"({patch_size} steps)"
-        )
+    if len(values) == 0:
+        msg = f"{where} is empty"
         raise ValueError(msg)
     if np.isnan(values).all():
         msg = f"{where} is all NaN: nothing is observed"
@@ -375,8 +372,9 @@ def expert_allocation(
         ``{group: [series, ...]}``, for example frequencies as groups
         (``{"yearly": [...], "monthly": [...]}``), or one sequence of series
         (a single group called ``"all"``). A series is a 1-D array-like or
-        :class:`pandas.Series` of numbers, NaN marking missing values, at least
-        one patch (16 steps) long. Nothing is modified.
+        :class:`pandas.Series` of numbers, NaN marking missing values, with at
+        least one observed value; a series shorter than a patch is left-padded,
+        as in forecasting. Nothing is modified.
     context_length : int, optional
         Steps of each series used as context (its last ones). By default the
         forecaster's ``context_length`` when it has one, else the whole

@@ -300,7 +300,7 @@ def test_model_checkpoint_folder_and_fitted_forecaster_agree(groups, tmp_path):
             ValueError,
             "series 1 of group 'a' is all NaN",
         ),
-        ({"a": [np.ones(15)]}, ValueError, "15 steps, shorter than one patch"),
+        ({"a": [np.ones(0)]}, ValueError, "is empty"),
         ({"a": [np.ones((20, 2))]}, ValueError, "1-D"),
         ({"a": [np.r_[np.ones(20), np.inf]]}, ValueError, "infinite"),
         ({"a": [["x"] * 20]}, ValueError, "must hold numbers"),
