@@ -6,7 +6,9 @@ counts, KernelSynth Gaussian-process samples); :mod:`.corpus` loads the real
 series that installed packages ship (sktime, statsmodels, pmdarima), never
 any M1 or M3 data; :mod:`.recipe` holds the paper's steps (dense model, k-means
 centroids of its token representations, sparse model warm-started from it) and
-is imported on its own, since it needs torch.
+:mod:`.run` chains them into a resumable pretraining run
+(``python -m moirai_moe_sk.pretrain``); both are imported on their own, since
+they need torch.
 """
 
 from __future__ import annotations
