@@ -675,14 +675,15 @@ def score(subset: Subset, forecast: Forecast) -> dict[str, float]:
 def _pooled_coverage(rows: pd.DataFrame) -> dict[str, float]:
     """Coverage over every test value of ``rows``' subsets together."""
     values = rows["series"] * rows["horizon"]
-    return {
-        f"coverage_{round(100 * level)}": float(
-            (rows[f"coverage_{round(100 * level)}"] * values).sum() / values.sum()
+    pooled = {}
+    for level in COVERAGES:
+        column = rows[f"coverage_{round(100 * level)}"]
+        pooled[column.name] = (
+            float((column * values).sum() / values.sum())
+            if column.notna().all()
+            else math.nan
         )
-        if rows[f"coverage_{round(100 * level)}"].notna().all()
-        else math.nan
-        for level in COVERAGES
-    }
+    return pooled
 
 
 def evaluate(subsets: Sequence[Subset], models: Sequence[Any]) -> pd.DataFrame:

@@ -227,58 +227,44 @@ def _resolve_model(obj: Any) -> tuple[MoiraiMoEModel, int | None]:
     raise TypeError(msg)
 
 
+def _as_list(obj: Any, rule: str) -> list[Any]:
+    """``list(obj)`` for a sequence of series; else a TypeError stating ``rule``."""
+    single = isinstance(obj, str | bytes | pd.Series | pd.DataFrame) or (
+        isinstance(obj, np.ndarray) and obj.ndim != 2
+    )
+    try:
+        if single:
+            raise TypeError  # noqa: TRY301  (same message as a non-iterable)
+        return list(obj)
+    except TypeError as err:
+        msg = f"{rule}, got {type(obj).__name__}; wrap a single series in a list"
+        raise TypeError(msg) from err
+
+
 def _as_groups(data: Any) -> dict[Hashable, list[Any]]:
     """Normalise ``data`` to an ordered ``{group: [series, ...]}`` dict."""
     if isinstance(data, Mapping):
-        groups = {label: data[label] for label in data}
-    elif isinstance(data, str | bytes | pd.Series | pd.DataFrame) or (
-        isinstance(data, np.ndarray) and data.ndim != 2
-    ):
-        msg = (
-            "data must be a mapping {group: sequence of series} or a sequence of "
-            f"series, got {type(data).__name__}; wrap a single series in a list"
-        )
-        raise TypeError(msg)
-    else:
-        try:
-            groups = {DEFAULT_GROUP: list(data)}
-        except TypeError as err:
-            msg = (
-                "data must be a mapping {group: sequence of series} or a sequence "
-                f"of series, got {type(data).__name__}"
+        groups = {
+            label: _as_list(
+                data[label], f"group {label!r} must be a sequence of series"
             )
-            raise TypeError(msg) from err
-        if not groups[DEFAULT_GROUP]:
-            groups = {}
+            for label in data
+        }
+    else:
+        rule = "data must be a mapping {group: sequence of series} or a sequence"
+        series = _as_list(data, rule + " of series")
+        groups = {DEFAULT_GROUP: series} if series else {}
     if not groups:
         msg = "data is empty: give at least one group of series"
         raise ValueError(msg)
-    out: dict[Hashable, list[Any]] = {}
-    for label, series in groups.items():
-        if isinstance(series, str | bytes | pd.Series | pd.DataFrame) or (
-            isinstance(series, np.ndarray) and series.ndim != 2
-        ):
-            msg = (
-                f"group {label!r} must be a sequence of series, got "
-                f"{type(series).__name__}; wrap a single series in a list"
-            )
-            raise TypeError(msg)
-        try:
-            items = list(series)
-        except TypeError as err:
-            msg = (
-                f"group {label!r} must be a sequence of series, got "
-                f"{type(series).__name__}"
-            )
-            raise TypeError(msg) from err
+    for label, items in groups.items():
         if not items:
             msg = f"group {label!r} has no series"
             raise ValueError(msg)
-        out[label] = items
-    return out
+    return groups
 
 
-def _as_values(series: Any, where: str, patch_size: int) -> np.ndarray:
+def _as_values(series: Any, where: str) -> np.ndarray:
     """Return a checked float64 copy of one univariate series (NaN = missing)."""
     try:
         if isinstance(series, pd.Series):
@@ -448,10 +434,12 @@ def expert_allocation(
     for label, items in groups.items():
         contexts[label] = []
         for position, series in enumerate(items):
-            values = _as_values(series, f"series {position} of group {label!r}", patch)
-            length = min(len(values), max_context)
-            if context_length is not None:
-                length = context_length
+            values = _as_values(series, f"series {position} of group {label!r}")
+            length = (
+                context_length
+                if context_length is not None
+                else min(len(values), max_context)
+            )
             contexts[label].append(_context(values, length))
 
     frames = []

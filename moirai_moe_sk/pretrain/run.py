@@ -29,6 +29,7 @@ Run it as ``python -m moirai_moe_sk.pretrain OUTPUT [options]``; see
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -37,7 +38,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,8 @@ from ..model.modeling import MoiraiMoEModel
 from ..training.data import (
     TrainingSeries,
     WindowSpec,
+    draw_window,
     make_batch,
-    prediction_token_count,
     tokens_in,
 )
 from ..training.engine import TrainingConfig, _loss, _lr_factor, _optimizer
@@ -272,16 +273,17 @@ def _draw(
     config: PretrainConfig,
 ) -> list[WindowSpec]:
     """One random training window for each series index in ``indices``."""
-    patch, low, high = config.patch_size, *config.mask_ratio
-    out = []
-    for index in indices:
-        n = lengths[index]
-        end = int(rng.integers(patch + 1, n + 1))
-        length = min(config.window_length, end)
-        ratio = float(rng.uniform(low, high))
-        k = prediction_token_count(tokens_in(length, patch), ratio)
-        out.append(WindowSpec(int(index), end, length, k))
-    return out
+    return [
+        draw_window(
+            rng,
+            int(index),
+            lengths[index],
+            config.window_length,
+            config.patch_size,
+            config.mask_ratio,
+        )
+        for index in indices
+    ]
 
 
 def _step_windows(
@@ -318,13 +320,8 @@ def _save_state(
         {k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]
     ]
     metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata)
-        Path(tmp).replace(path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    contiguous = {k: v.contiguous() for k, v in tensors.items()}
+    _atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata))
 
 
 def _load_state(
@@ -351,11 +348,20 @@ def _load_state(
     return json.loads(metadata["meta"])
 
 
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Run ``write`` on a temporary file beside ``path``, then move it into place."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    Path(tmp).replace(path)
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
 
 
 # ----------------------------------------------------------------- stages
@@ -498,10 +504,8 @@ def _centroids(
         config.num_experts,
         time.perf_counter() - start,
     )
-    fd, tmp = tempfile.mkstemp(prefix=".centroids.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    save_file({"centroids": centroids.contiguous()}, tmp)
-    Path(tmp).replace(path)
+    tensors = {"centroids": centroids.contiguous()}
+    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     return centroids
 
 
@@ -574,7 +578,7 @@ def pretrain(
     out = {}
     for variant in variants:
         if variant == "dense":
-            start = load_checkpoint(MoiraiMoEModel, folder / "dense" / "model")
+            start = copy.deepcopy(dense)  # trained on in place
             stage = "dense-continued"
         else:
             centroids = (

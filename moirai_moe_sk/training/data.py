@@ -239,17 +239,31 @@ def sample_windows(
     leaves at least two patches (one input, one label). Their order is
     shuffled.
     """
-    windows = []
-    low, high = mask_ratio
-    min_end = patch_size + 1
-    for index, n in enumerate(lengths):
-        for _ in range(windows_per_epoch(n, window_length, patch_size)):
-            end = int(rng.integers(min_end, n + 1))
-            length = min(window_length, end)
-            tokens = tokens_in(length, patch_size)
-            ratio = float(rng.uniform(low, high))
-            windows.append(
-                WindowSpec(index, end, length, prediction_token_count(tokens, ratio))
-            )
+    windows = [
+        draw_window(rng, index, n, window_length, patch_size, mask_ratio)
+        for index, n in enumerate(lengths)
+        for _ in range(windows_per_epoch(n, window_length, patch_size))
+    ]
     order = rng.permutation(len(windows))
     return [windows[i] for i in order]
+
+
+def draw_window(
+    rng: np.random.Generator,
+    index: int,
+    length: int,
+    window_length: int,
+    patch_size: int,
+    mask_ratio: tuple[float, float],
+) -> WindowSpec:
+    """Draw one training window of series ``index`` (``length`` steps).
+
+    It ends at a uniform position that leaves at least two patches (one input,
+    one label), is at most ``window_length`` steps long, and hides a uniform
+    fraction in ``mask_ratio`` of its trailing tokens from the scaler.
+    """
+    end = int(rng.integers(patch_size + 1, length + 1))
+    size = min(window_length, end)
+    ratio = float(rng.uniform(*mask_ratio))
+    k = prediction_token_count(tokens_in(size, patch_size), ratio)
+    return WindowSpec(index, end, size, k)
