@@ -88,8 +88,8 @@ def get_model(
     device : torch.device or str
         Device the weights live on.
     dtype : torch.dtype
-        Compute dtype the model is used with (part of the key; the weights
-        stay as the checkpoint stores them).
+        Compute dtype of the transformer layers (part of the key; see
+        :meth:`MoiraiMoEModel.set_compute_dtype`).
 
     Returns
     -------
@@ -119,6 +119,8 @@ def get_model(
             map_location=device,
         )
         model.eval().requires_grad_(False)
+        if dtype != torch.float32:
+            model.set_compute_dtype(dtype)
         _MODELS[key] = model
         _STATS["loads"] += 1
         logger.debug("cached Moirai-MoE model %s", key)

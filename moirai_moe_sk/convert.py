@@ -49,17 +49,19 @@ __all__ = [
     "causal_mean_impute",
     "check_values",
     "covariate_arrays",
-    "format_interval",
     "format_point",
     "format_quantiles",
     "format_samples",
     "format_var",
     "horizon_steps",
+    "interval_alpha",
     "left_pad",
+    "point_values",
     "resolve_context_length",
     "sample_quantiles",
     "target_arrays",
     "training_arrays",
+    "var_values",
 ]
 
 #: context length used when ``context_length=None``: the longest series, capped
@@ -558,6 +560,14 @@ class Horizon:
     times: list[pd.Index]
     prediction_length: int
 
+    def subset(self, rows: Sequence[int]) -> Horizon:
+        """Return the horizon of the series ``rows`` (``prediction_length`` is kept)."""
+        return Horizon(
+            steps=self.steps[np.asarray(rows)],
+            times=[self.times[row] for row in rows],
+            prediction_length=self.prediction_length,
+        )
+
 
 def horizon_steps(
     fh: Any, cutoff: pd.Index, store: SeriesStore, keys: Sequence[Key]
@@ -797,26 +807,54 @@ def _flat(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
-def _pick(samples: np.ndarray, horizon: Horizon) -> np.ndarray:
-    """(batch, sample, prediction_length, variate) -> (batch, sample, len(fh), variate)."""
-    rows = np.arange(samples.shape[0])[:, None]
-    return samples[rows, :, horizon.steps - 1].transpose(0, 2, 1, 3)
+def point_values(paths: np.ndarray, point: str) -> np.ndarray:
+    """Point forecast of (batch, sample, time, variate) paths: (batch, time, variate).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> paths = np.arange(6.0).reshape(1, 3, 2, 1)
+    >>> point_values(paths, "median").ravel(), point_values(paths, "mean").ravel()
+    (array([2., 3.]), array([2., 3.]))
+    """
+    if point == "median":
+        return sample_quantiles(paths, [0.5])[:, 0]
+    return paths.mean(axis=1)
+
+
+def interval_alpha(coverage: Sequence[float]) -> list[float]:
+    """Quantile levels of central intervals: lower and upper per coverage.
+
+    Examples
+    --------
+    >>> interval_alpha([0.8, 0.5])
+    [0.09999999999999998, 0.9, 0.25, 0.75]
+    """
+    return [a for c in coverage for a in (0.5 - 0.5 * float(c), 0.5 + 0.5 * float(c))]
+
+
+def var_values(paths: np.ndarray, cov: bool) -> np.ndarray:
+    """Sample variance (``ddof=0``) per step, or covariance over time per variable.
+
+    Returns (batch, time, variate), or (batch, variate, time, time) with ``cov``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> paths = np.array([1.0, 3.0]).reshape(1, 2, 1, 1)
+    >>> var_values(paths, cov=False).ravel(), var_values(paths, cov=True).shape
+    (array([1.]), (1, 1, 1, 1))
+    """
+    if not cov:
+        return paths.var(axis=1)
+    centred = paths - paths.mean(axis=1, keepdims=True)
+    return np.einsum("bnhd,bnkd->bdhk", centred, centred) / paths.shape[1]
 
 
 def format_point(
-    samples: np.ndarray,
-    point: str,
-    store: SeriesStore,
-    keys: Sequence[Key],
-    horizon: Horizon,
+    values: np.ndarray, store: SeriesStore, keys: Sequence[Key], horizon: Horizon
 ) -> pd.Series | pd.DataFrame:
-    """Point forecast (``"median"`` or ``"mean"`` of the samples) in y's mtype."""
-    paths = _pick(samples, horizon)
-    values = (
-        sample_quantiles(paths, [0.5])[:, 0]
-        if point == "median"
-        else paths.mean(axis=1)
-    )
+    """Point forecasts, (batch, len(fh), variate), in y's mtype."""
     index = _output_index(store, keys, horizon.times)
     frame = pd.DataFrame(_flat(values), index=index, columns=store.columns)
     if store.is_series:
@@ -825,66 +863,49 @@ def format_point(
 
 
 def format_quantiles(
-    samples: np.ndarray,
-    alpha: Sequence[float],
+    quantiles: np.ndarray,
     columns: pd.Index,
     store: SeriesStore,
     keys: Sequence[Key],
     horizon: Horizon,
 ) -> pd.DataFrame:
-    """Build sktime's ``predict_quantiles`` frame; columns (variable, alpha)."""
-    q = sample_quantiles(_pick(samples, horizon), alpha)  # (B, A, H, D)
-    q = q.transpose(0, 2, 3, 1)  # (B, H, D, A): variable-major columns
-    index = _output_index(store, keys, horizon.times)
-    return pd.DataFrame(_flat(q).reshape(len(index), -1), index=index, columns=columns)
+    """Build sktime's ``predict_quantiles`` (or ``predict_interval``) frame.
 
-
-def format_interval(
-    samples: np.ndarray,
-    coverage: Sequence[float],
-    columns: pd.Index,
-    store: SeriesStore,
-    keys: Sequence[Key],
-    horizon: Horizon,
-) -> pd.DataFrame:
-    """Build sktime's ``predict_interval`` frame; columns (variable, coverage, side)."""
-    alpha = [a for c in coverage for a in (0.5 - 0.5 * float(c), 0.5 + 0.5 * float(c))]
-    q = sample_quantiles(_pick(samples, horizon), alpha).transpose(0, 2, 3, 1)
+    ``quantiles`` is (batch, level, len(fh), variate); ``columns`` is the
+    (variable, alpha) or (variable, coverage, side) index, variable-major.
+    """
+    q = quantiles.transpose(0, 2, 3, 1)  # (B, H, D, A): variable-major columns
     index = _output_index(store, keys, horizon.times)
     return pd.DataFrame(_flat(q).reshape(len(index), -1), index=index, columns=columns)
 
 
 def format_var(
-    samples: np.ndarray,
+    values: np.ndarray,
     store: SeriesStore,
     keys: Sequence[Key],
     horizon: Horizon,
     cov: bool,
 ) -> pd.DataFrame:
-    """Build sktime's ``predict_var`` frame: sample variance (``ddof=0``, as Empirical).
+    """Build sktime's ``predict_var`` frame from :func:`var_values`.
 
     With ``cov=True``, the sample covariance over time within each variable:
     columns (variable, time stamp), rows (instance, time stamp).
     """
-    paths = _pick(samples, horizon)  # (B, N, H, D)
     index = _output_index(store, keys, horizon.times)
     if not cov:
-        return pd.DataFrame(
-            _flat(paths.var(axis=1)), index=index, columns=store.columns
-        )
-    centred = paths - paths.mean(axis=1, keepdims=True)
-    # (B, D, H, H) covariance between time points, per variable
-    covs = np.einsum("bnhd,bnkd->bdhk", centred, centred) / paths.shape[1]
+        return pd.DataFrame(_flat(values), index=index, columns=store.columns)
     times = horizon.times[0]
     columns = pd.MultiIndex.from_product([store.columns, times])
-    rows = covs.transpose(0, 2, 1, 3).reshape(len(index), -1)  # (B*H, D*H)
+    rows = values.transpose(0, 2, 1, 3).reshape(len(index), -1)  # (B*H, D*H)
     return pd.DataFrame(rows, index=index, columns=columns)
 
 
 def format_samples(
-    samples: np.ndarray, store: SeriesStore, keys: Sequence[Key], horizon: Horizon
+    paths: np.ndarray, store: SeriesStore, keys: Sequence[Key], horizon: Horizon
 ) -> tuple[pd.DataFrame, pd.Index]:
     """Sample paths as skpro's ``Empirical`` expects: rows (sample, *index).
+
+    ``paths`` is (batch, sample, len(fh), variate).
 
     Returns
     -------
@@ -893,7 +914,6 @@ def format_samples(
     index : pd.Index
         The index of the forecast (without the sample level).
     """
-    paths = _pick(samples, horizon)  # (B, N, H, D)
     n = paths.shape[1]
     index = _output_index(store, keys, horizon.times)
     values = paths.transpose(1, 0, 2, 3).reshape(n * len(index), -1)  # sample-major

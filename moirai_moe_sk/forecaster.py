@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import numbers
@@ -24,10 +25,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MoiraiMoEForecaster"]
 
-#: with ``batch_size=None``, series are decoded in chunks of about this many
-#: sample paths (64 series at 100 samples)
-AUTO_BATCH_PATHS = 6400
-
 _POINTS = ("median", "mean")
 _FIT_STRATEGIES = ("zero-shot", "full", "head", "freeze-experts", "lora")
 #: TrainingConfig fields set by constructor parameters (not by train_params)
@@ -44,7 +41,13 @@ _EXPLICIT_TRAINING = {
 }
 #: TrainingConfig fields the forecaster fixes: it keeps plain (merged) weights
 _FIXED_TRAINING = {"merge_lora"}
-_DTYPES = {"float32": "float32", "fp32": "float32"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+_DECODING = ("exact", "fast")
 
 
 class MoiraiMoEForecaster(BaseForecaster):
@@ -111,17 +114,35 @@ class MoiraiMoEForecaster(BaseForecaster):
         * ``"median"``: the 0.5 order statistic (as GluonTS; robust to the
           heavy tails of the Student-t mixture components);
         * ``"mean"``: the sample mean.
+    decoding : {"exact", "fast"}, default="exact"
+        How horizons beyond one patch (16 steps) are decoded.
+
+        * ``"exact"``: as the reference, uni2ts: sampled patches join the
+          scaler statistics and every step re-encodes the sequence for every
+          sample path. Seeded forecasts reproduce uni2ts' own predictor.
+        * ``"fast"``: the scaler statistics come from the context only (as in
+          training), so decoding can keep a key/value cache: the context is
+          encoded once per series and each step encodes one token per sample
+          path. Many times faster for long horizons; the first patch is
+          identical, later ones differ slightly (measured in the documentation's
+          performance page).
     batch_size : int or None, default=None
-        Number of series decoded together. ``None`` picks chunks of about
-        6400 sample paths (64 series at ``num_samples=100``). Lower it if
-        memory runs out; results with ``random_state`` set depend on it.
+        Number of series decoded together. ``None`` sizes each chunk from a
+        working-memory budget of about 2 GiB
+        (``moirai_moe_sk._inference.AUTO_BATCH_BYTES``). Series are grouped by
+        length, shortest first, so a chunk is padded only to its longest
+        series. Each chunk draws from its own seeded generator, so with
+        ``random_state`` set, results depend on the chunking (and so on
+        ``batch_size``) but not on the parallel backend.
     device : str or torch.device, default="auto"
         Device to run the model on. ``"auto"`` picks ``"cuda"`` when
         available, else ``"cpu"``; any torch device string is accepted
         (``"mps"`` only explicitly).
     dtype : str or torch.dtype or None, default=None
-        Compute precision; ``None`` means float32, currently the only
-        supported value (reduced precision is rejected with a ValueError).
+        Compute precision of the transformer layers: ``None`` or
+        ``"float32"``, or ``"bfloat16"`` (fast on GPUs and on CPUs with
+        AVX512-BF16 or AMX; elsewhere it may be slower). The scaler, the
+        mixture head and sampling stay in float32 (the scaler in float64).
     revision : str or None, default=None
         Hub revision (branch, tag or commit hash) of a hub ``checkpoint``;
         pin a commit for reproducible results. Ignored for local folders.
@@ -286,6 +307,7 @@ class MoiraiMoEForecaster(BaseForecaster):
         context_length=None,
         num_samples=100,
         point="median",
+        decoding="exact",
         batch_size=None,
         device="auto",
         dtype=None,
@@ -307,6 +329,7 @@ class MoiraiMoEForecaster(BaseForecaster):
         self.context_length = context_length
         self.num_samples = num_samples
         self.point = point
+        self.decoding = decoding
         self.batch_size = batch_size
         self.device = device
         self.dtype = dtype
@@ -337,6 +360,7 @@ class MoiraiMoEForecaster(BaseForecaster):
 
         state = dict(self.__dict__)
         state["_model"] = None
+        state.pop("_tuned_compute", None)
         tuned = state.get("tuned_model_")
         if tuned is not None:
             state["tuned_model_"] = PortableModel.from_model(tuned)
@@ -368,6 +392,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         positive_int("num_samples", self.num_samples, allow_none=False)
         positive_int("context_length", self.context_length, allow_none=True)
         positive_int("batch_size", self.batch_size, allow_none=True)
+        if self.decoding not in _DECODING:
+            msg = f"decoding must be one of {_DECODING}, got {self.decoding!r}"
+            raise ValueError(msg)
         if self.point not in _POINTS:
             msg = f"point must be one of {_POINTS}, got {self.point!r}"
             raise ValueError(msg)
@@ -418,14 +445,15 @@ class MoiraiMoEForecaster(BaseForecaster):
     def _resolve_dtype(self) -> Any:
         import torch
 
-        if self.dtype is None or self.dtype is torch.float32:
+        if self.dtype is None:
             return torch.float32
+        if self.dtype in (torch.float32, torch.bfloat16):
+            return self.dtype
         if isinstance(self.dtype, str) and self.dtype in _DTYPES:
-            return torch.float32
+            return getattr(torch, _DTYPES[self.dtype])
         msg = (
-            f"dtype {self.dtype!r} is not supported: the forecaster computes in "
-            "float32 (dtype=None); reduced precision needs the model's sampling "
-            "to stay in float32 and is not available yet"
+            f"dtype {self.dtype!r} is not supported: use None or 'float32', or "
+            "'bfloat16' for reduced-precision transformer layers"
         )
         raise ValueError(msg)
 
@@ -437,17 +465,54 @@ class MoiraiMoEForecaster(BaseForecaster):
         self._torch_dtype = self._resolve_dtype()
         self._seed = self._draw_seed()
 
-    def _load_model(self) -> Any:
-        from ._cache import get_model
+    def _checkpoint_source(self) -> Any:
+        from ._inference import CheckpointSource
 
-        return get_model(
-            self.checkpoint,
+        cache_dir = self.cache_dir
+        return CheckpointSource(
+            checkpoint=os.fspath(self.checkpoint),
             revision=self.revision,
-            cache_dir=self.cache_dir,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
             local_files_only=self.local_files_only,
-            device=self._device,
-            dtype=self._torch_dtype,
         )
+
+    def _load_model(self, dtype: Any = None) -> Any:
+        """Return the shared pretrained model (float32 unless ``dtype`` is given)."""
+        import torch
+
+        from ._inference import resolve_model
+
+        return resolve_model(
+            self._checkpoint_source(), self._device, dtype or torch.float32
+        )
+
+    def _inference_model(self, in_process: bool) -> Any:
+        """Return what chunks run on: a module in this process, or a source to load.
+
+        Process-based backends get a :class:`~moirai_moe_sk._inference.CheckpointSource`
+        (each worker loads the checkpoint once) or, for fine-tuned weights, a
+        :class:`~moirai_moe_sk.checkpoint.PortableModel`.
+        """
+        import torch
+
+        from .checkpoint import PortableModel
+
+        dtype = self._torch_dtype
+        tuned = getattr(self, "tuned_model_", None)
+        if tuned is None:
+            return self._load_model(dtype) if in_process else self._checkpoint_source()
+        if not in_process:
+            return PortableModel.from_model(tuned)
+        tuned = self._get_model()
+        if dtype == torch.float32:
+            return tuned
+        compute = getattr(self, "_tuned_compute", None)
+        if compute is None or compute[0] is not tuned:
+            import copy
+
+            compute = (tuned, copy.deepcopy(tuned).set_compute_dtype(dtype))
+            self._tuned_compute = compute
+        return compute[1]
 
     def _get_model(self) -> Any:
         tuned = getattr(self, "tuned_model_", None)
@@ -711,12 +776,20 @@ class MoiraiMoEForecaster(BaseForecaster):
 
         return torch.Generator(device=self._device).manual_seed(self._seed)
 
-    def _sample_paths(self, fh, X):
-        """Sample paths for the horizon: (samples, horizon, keys).
+    def _sample_paths(self, fh, X, reduce):
+        """Decode the horizon chunk by chunk and reduce each chunk's paths.
 
-        ``samples`` has shape (series, num_samples, prediction_length, variate).
-        The draw is a pure function of the fitted state, ``fh`` (through its
-        largest step) and ``X``, so repeated calls agree exactly.
+        ``reduce`` maps (series, num_samples, len(fh), variate) sample paths to
+        an array with the series first; the results are concatenated in the
+        order of the stored series. The draw is a pure function of the fitted
+        state, ``fh`` (through its largest step) and ``X``, so repeated calls
+        agree exactly, whatever the parallel backend.
+
+        Returns
+        -------
+        values : np.ndarray
+        horizon : convert.Horizon
+        keys : list of tuple
         """
         store = self._y_store
         keys = store.keys
@@ -727,58 +800,80 @@ class MoiraiMoEForecaster(BaseForecaster):
         elif X is not None:
             logger.debug("X passed to predict without X in fit is ignored")
         context_length = convert.resolve_context_length(self.context_length, store)
-        targets = convert.target_arrays(store, keys, context_length)
-        covariates = convert.covariate_arrays(
-            self._x_store, future_x, keys, targets, horizon, store
-        )
-        samples = self._run_model(targets, covariates, horizon.prediction_length)
-        return samples, horizon, keys
+        values = self._run_chunks(keys, horizon, future_x, context_length, reduce)
+        return values, horizon, keys
 
-    def _run_model(
-        self,
-        targets: convert.TargetBatch,
-        covariates: convert.CovariateBatch,
-        prediction_length: int,
-    ) -> np.ndarray:
-        import torch
+    def _run_chunks(self, keys, horizon, future_x, context_length, reduce):
+        """Plan chunks, build their arrays lazily and run them on the backend."""
+        from sktime.utils.parallel import parallelize
 
-        from .model import forecast
+        from . import _inference
 
-        model = self._get_model()
-        if model.training:  # the shared model must stay untouched
-            msg = "the cached Moirai-MoE model was put in training mode by someone"
-            raise RuntimeError(msg)
-        n_series = targets.target.shape[0]
-        batch = self.batch_size or max(1, AUTO_BATCH_PATHS // self.num_samples)
-        generator = self._generator()
-        device = self._device
+        store = self._y_store
+        model_config = self.model_config_
+        patch = model_config.patch_size
+        lengths = [min(len(store.frames[key]), context_length) for key in keys]
+        # tokens of one series: targets and covariates over context and future
+        n_var = store.num_variates
+        n_cov = 0 if self._x_store is None else len(self._x_store.columns)
+        future_tokens = -(-horizon.prediction_length // patch) * (n_var + n_cov)
 
-        def tensor(array: np.ndarray, rows: slice) -> torch.Tensor:
-            return torch.from_numpy(array[rows]).to(device)
-
-        def optional(array: np.ndarray | None, rows: slice) -> torch.Tensor | None:
-            return None if array is None else tensor(array, rows)
-
-        chunks = []
-        for start in range(0, n_series, batch):
-            rows = slice(start, start + batch)
-            samples = forecast(
-                model,
-                tensor(targets.target, rows),
-                tensor(targets.observed, rows),
-                tensor(targets.is_pad, rows),
-                prediction_length=prediction_length,
-                num_samples=int(self.num_samples),
-                feat_dynamic_real=optional(covariates.known, rows),
-                observed_feat_dynamic_real=optional(covariates.known_observed, rows),
-                past_feat_dynamic_real=optional(covariates.past, rows),
-                past_observed_feat_dynamic_real=optional(
-                    covariates.past_observed, rows
-                ),
-                generator=generator,
+        def bytes_per_series(length: int) -> int:
+            context_tokens = -(-length // patch) * (n_var + n_cov)
+            return _inference.estimate_series_bytes(
+                model_config,
+                context_tokens,
+                future_tokens,
+                int(self.num_samples),
+                self.decoding,
             )
-            chunks.append(samples.float().cpu().numpy())
-        return np.concatenate(chunks).astype(np.float64)
+
+        chunks = _inference.plan_chunks(lengths, bytes_per_series, self.batch_size)
+        backend = self.get_config().get("backend:parallel")
+        params = self.get_config().get("backend:parallel:params")
+        in_process = backend in (None, "None", "threading")
+        meta = {
+            "model": self._inference_model(in_process),
+            "device": str(self._device),
+            "dtype": self._torch_dtype,
+            "prediction_length": horizon.prediction_length,
+            "num_samples": int(self.num_samples),
+            "decoding": self.decoding,
+            "reduce": reduce,
+        }
+
+        def jobs():
+            for number, rows in enumerate(chunks):
+                chunk_keys = [keys[row] for row in rows]
+                chunk_horizon = horizon.subset(rows)
+                targets = convert.target_arrays(store, chunk_keys, context_length)
+                covariates = convert.covariate_arrays(
+                    self._x_store, future_x, chunk_keys, targets, chunk_horizon, store
+                )
+                yield {
+                    "target": targets.target,
+                    "observed": targets.observed,
+                    "is_pad": targets.is_pad,
+                    "known": covariates.known,
+                    "known_observed": covariates.known_observed,
+                    "past": covariates.past,
+                    "past_observed": covariates.past_observed,
+                    "steps": chunk_horizon.steps,
+                    "seed": _inference.chunk_seed(self._seed, number),
+                }
+
+        results = parallelize(
+            _inference.forecast_chunk,
+            jobs(),
+            meta=meta,
+            backend=backend,
+            backend_params=params,
+        )
+        order = np.concatenate(chunks)
+        values = np.concatenate(results)
+        out = np.empty_like(values)
+        out[order] = values
+        return out
 
     # -------------------------------------------------------------- predict
     def _predict(self, fh, X=None):
@@ -795,8 +890,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         -------
         y_pred : same mtype as ``y`` in fit
         """
-        samples, horizon, keys = self._sample_paths(fh, X)
-        return convert.format_point(samples, self.point, self._y_store, keys, horizon)
+        reduce = functools.partial(convert.point_values, point=self.point)
+        values, horizon, keys = self._sample_paths(fh, X, reduce)
+        return convert.format_point(values, self._y_store, keys, horizon)
 
     def _predict_quantiles(self, fh, X, alpha):
         """Quantile forecasts: order statistics of the sample paths.
@@ -815,11 +911,10 @@ class MoiraiMoEForecaster(BaseForecaster):
         quantiles : pd.DataFrame
             Columns (variable, alpha), rows the forecast index.
         """
-        samples, horizon, keys = self._sample_paths(fh, X)
+        reduce = functools.partial(convert.sample_quantiles, alpha=list(alpha))
+        values, horizon, keys = self._sample_paths(fh, X, reduce)
         columns = self._get_columns(method="predict_quantiles", alpha=alpha)
-        return convert.format_quantiles(
-            samples, alpha, columns, self._y_store, keys, horizon
-        )
+        return convert.format_quantiles(values, columns, self._y_store, keys, horizon)
 
     def _predict_interval(self, fh, X, coverage):
         """Central prediction intervals from the same order statistics.
@@ -838,11 +933,11 @@ class MoiraiMoEForecaster(BaseForecaster):
         pred_int : pd.DataFrame
             Columns (variable, coverage, "lower"/"upper").
         """
-        samples, horizon, keys = self._sample_paths(fh, X)
+        alpha = convert.interval_alpha(coverage)
+        reduce = functools.partial(convert.sample_quantiles, alpha=alpha)
+        values, horizon, keys = self._sample_paths(fh, X, reduce)
         columns = self._get_columns(method="predict_interval", coverage=coverage)
-        return convert.format_interval(
-            samples, coverage, columns, self._y_store, keys, horizon
-        )
+        return convert.format_quantiles(values, columns, self._y_store, keys, horizon)
 
     def _predict_var(self, fh, X=None, cov=False):
         """Variance of the sample paths (``ddof=0``), or their covariance over time.
@@ -860,8 +955,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         -------
         pred_var : pd.DataFrame
         """
-        samples, horizon, keys = self._sample_paths(fh, X)
-        return convert.format_var(samples, self._y_store, keys, horizon, cov)
+        reduce = functools.partial(convert.var_values, cov=cov)
+        values, horizon, keys = self._sample_paths(fh, X, reduce)
+        return convert.format_var(values, self._y_store, keys, horizon, cov)
 
     def _predict_proba(self, fh, X, marginal=True):
         """Return the sample paths as a skpro ``Empirical`` distribution.
@@ -889,8 +985,8 @@ class MoiraiMoEForecaster(BaseForecaster):
             )
             raise ModuleNotFoundError(msg) from err
 
-        samples, horizon, keys = self._sample_paths(fh, X)
-        spl, index = convert.format_samples(samples, self._y_store, keys, horizon)
+        paths, horizon, keys = self._sample_paths(fh, X, reduce=None)
+        spl, index = convert.format_samples(paths, self._y_store, keys, horizon)
         columns = self._get_columns(method="predict")
         spl.columns = columns
         return Empirical(spl, time_indep=marginal, index=index, columns=columns)

@@ -300,32 +300,42 @@ def test_formatters_give_sktime_layouts():
     horizon = convert.horizon_steps(fh, pd.Index([4]), store, store.keys)
     rng = np.random.default_rng(1)
     samples = rng.normal(size=(2, 50, 3, 2))
+    paths = samples[:, :, [0, 2]]  # the steps fh asks for
 
-    point = convert.format_point(samples, "mean", store, store.keys, horizon)
+    values = convert.point_values(paths, "mean")
+    point = convert.format_point(values, store, store.keys, horizon)
     assert list(point.index) == [("a", 5), ("a", 7), ("b", 5), ("b", 7)]
     assert list(point.index.names) == ["id", "t"]
     np.testing.assert_allclose(point.loc[("b", 7), "c1"], samples[1, :, 2, 1].mean())
 
     cols = pd.MultiIndex.from_product([store.columns, [0.1, 0.9]])
-    quant = convert.format_quantiles(
-        samples, [0.1, 0.9], cols, store, store.keys, horizon
-    )
+    q = convert.sample_quantiles(paths, [0.1, 0.9])
+    quant = convert.format_quantiles(q, cols, store, store.keys, horizon)
     expected = np.sort(samples[0, :, 0, 1])[int(np.round(49 * 0.9))]
     assert quant.loc[("a", 5), ("c1", 0.9)] == expected
 
     cols = pd.MultiIndex.from_product([store.columns, [0.8], ["lower", "upper"]])
-    interval = convert.format_interval(samples, [0.8], cols, store, store.keys, horizon)
+    q = convert.sample_quantiles(paths, convert.interval_alpha([0.8]))
+    interval = convert.format_quantiles(q, cols, store, store.keys, horizon)
     np.testing.assert_array_equal(
         interval[("c0", 0.8, "upper")].to_numpy(), quant[("c0", 0.9)].to_numpy()
     )
 
-    var = convert.format_var(samples, store, store.keys, horizon, cov=False)
+    var = convert.format_var(
+        convert.var_values(paths, cov=False), store, store.keys, horizon, cov=False
+    )
     np.testing.assert_allclose(var.loc[("a", 7), "c0"], samples[0, :, 2, 0].var())
-    cov = convert.format_var(samples, store, store.keys, horizon, cov=True)
+    cov = convert.format_var(
+        convert.var_values(paths, cov=True), store, store.keys, horizon, cov=True
+    )
     assert cov.shape == (4, 4)
     np.testing.assert_allclose(cov.loc[("a", 5), ("c0", 5)], samples[0, :, 0, 0].var())
+    np.testing.assert_allclose(
+        cov.loc[("b", 7), ("c1", 5)],
+        np.cov(samples[1, :, 2, 1], samples[1, :, 0, 1], ddof=0)[0, 1],
+    )
 
-    spl, out_index = convert.format_samples(samples, store, store.keys, horizon)
+    spl, out_index = convert.format_samples(paths, store, store.keys, horizon)
     assert out_index.equals(point.index)
     assert spl.shape == (50 * 4, 2)
     assert list(spl.index.names) == ["sample", "id", "t"]
@@ -338,8 +348,8 @@ def test_format_point_returns_named_series_for_series_input():
     horizon = convert.horizon_steps(
         ForecastingHorizon([1, 2]), pd.Index([4]), store, store.keys
     )
-    samples = np.zeros((1, 3, 2, 1))
-    point = convert.format_point(samples, "median", store, store.keys, horizon)
+    values = convert.point_values(np.zeros((1, 3, 2, 1)), "median")
+    point = convert.format_point(values, store, store.keys, horizon)
     assert isinstance(point, pd.Series)
     assert point.name == "sales"
     assert list(point.index) == [5, 6]

@@ -47,6 +47,7 @@ def test_constructor_stores_parameters_verbatim():
         "context_length": 7,
         "num_samples": 0,  # invalid, but only checked in fit
         "point": "nonsense",
+        "decoding": "greedy",
         "batch_size": 3,
         "device": "auto",
         "dtype": "weird",
@@ -205,7 +206,8 @@ def test_non_numeric_column_raises_type_error(make):
         ({"context_length": 0}, "context_length"),
         ({"batch_size": -1}, "batch_size"),
         ({"point": "mode"}, "point"),
-        ({"dtype": "bfloat16"}, "dtype"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"decoding": "greedy"}, "decoding"),
         ({"device": "tpu-17"}, "device"),
         ({"random_state": -1}, "random_state"),
     ],

@@ -4,19 +4,29 @@ Exact mode reproduces uni2ts' ``MoiraiMoEForecast.forward``: the first call
 predicts the patch after the context and draws ``num_samples`` sample patches;
 each further patch is predicted from a sequence in which the previous sample
 patches are written in and unmasked, so the scaler statistics include them and
-each sample path is a coherent trajectory. The whole sequence is re-encoded at
-each step (uni2ts has no cache).
+each sample path is a coherent trajectory. Every step re-encodes the sequence
+for every sample path, as uni2ts does. With ``reference_rng=False`` only the
+tokens up to the step being decoded are encoded: later tokens cannot influence
+it (attention is causal in time and the scaler ignores prediction tokens).
+
+Fast mode (``decoding="fast"``) keeps the context's scaler statistics and
+decodes incrementally with a key/value cache; see
+:mod:`moirai_moe_sk.model.decoding`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .decoding import decode_cached
 from .distributions import PackedMixture
 from .modeling import MoiraiMoEModel
 from .packing import PackedBatch, pack
 
-__all__ = ["forecast", "forecast_packed"]
+__all__ = ["DECODING_MODES", "forecast", "forecast_packed"]
+
+#: ``"exact"`` reproduces uni2ts; ``"fast"`` uses context-only statistics and a cache
+DECODING_MODES = ("exact", "fast")
 
 
 def _check_inputs(
@@ -80,19 +90,68 @@ def forecast_packed(
     num_samples: int,
     generator: torch.Generator | None = None,
     reference_rng: bool = True,
+    decoding: str = "exact",
 ) -> torch.Tensor:
     """Decode sample paths from an already packed batch.
+
+    Parameters
+    ----------
+    model : MoiraiMoEModel
+        The network, in eval mode.
+    packed : PackedBatch
+        Output of :func:`~moirai_moe_sk.model.pack`.
+    prediction_length : int
+        Forecast horizon in steps.
+    num_samples : int
+        Sample paths per series.
+    generator : torch.Generator, optional
+        Random source.
+    reference_rng : bool
+        Exact mode only: draw as uni2ts does (see :func:`forecast`).
+    decoding : {"exact", "fast"}
+        Decoding algorithm (see :func:`forecast`).
 
     Returns
     -------
     torch.Tensor
         (batch, num_samples, prediction_length, variate) samples in data units.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from moirai_moe_sk.model import (
+    ...     MoiraiMoEConfig, MoiraiMoEModel, forecast_packed, pack)
+    >>> model = MoiraiMoEModel(MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1))
+    >>> y = torch.sin(torch.arange(48.0)).reshape(1, 48, 1)
+    >>> packed = pack(y, y == y, torch.zeros(1, 48, dtype=torch.bool), 20)
+    >>> forecast_packed(model.eval(), packed, 20, 4, decoding="fast").shape
+    torch.Size([1, 4, 20, 1])
     """
+    if decoding not in DECODING_MODES:
+        msg = f"decoding must be one of {DECODING_MODES}, got {decoding!r}"
+        raise ValueError(msg)
     d, c, steps = packed.num_variates, packed.context_tokens, packed.prediction_tokens
     batch, _, patch = packed.target.shape
-    pred_index, assign_index = packed.last_context_index, packed.first_future_index
+    if decoding == "fast":
+        future = decode_cached(model, packed, num_samples, generator)
+        future = future.reshape(num_samples, batch, d, steps * patch)
+        return future.permute(1, 0, 3, 2)[:, :, :prediction_length]
 
-    distr = model(**packed.inputs())
+    pred_index, assign_index = packed.last_context_index, packed.first_future_index
+    future_step = packed.future_step
+
+    def upto(step: int) -> torch.Tensor | None:
+        """Tokens that can influence the prediction made at future ``step``.
+
+        With the reference's random stream every token is encoded: uni2ts
+        samples all tokens, and the gamma draws of the Student-t components
+        consume a number of random values that depends on the parameters.
+        """
+        if reference_rng:
+            return None
+        return torch.nonzero(future_step <= step).squeeze(1)
+
+    distr = model(**packed.inputs(), tokens=upto(-1))
     first = _draw(distr, pred_index, (num_samples,), generator, reference_rng)
     if steps == 1:
         future = first  # (sample, batch, variate, patch)
@@ -107,8 +166,13 @@ def forecast_packed(
         }
         target[..., assign_index, :] = first
         prediction_mask[..., assign_index] = False
-        for _ in range(steps - 1):
-            distr = model(target=target, prediction_mask=prediction_mask, **fixed)
+        for step in range(steps - 1):
+            distr = model(
+                target=target,
+                prediction_mask=prediction_mask,
+                **fixed,
+                tokens=upto(step),
+            )
             pred_index, assign_index = assign_index, assign_index + 1
             nxt = _draw(distr, pred_index, (1,), generator, reference_rng)
             target[..., assign_index, :] = nxt.squeeze(0)
@@ -133,6 +197,7 @@ def forecast(
     generator: torch.Generator | None = None,
     drop_padding: bool = True,
     reference_rng: bool = True,
+    decoding: str = "exact",
 ) -> torch.Tensor:
     """Forecast sample paths for a batch of (multivariate) series.
 
@@ -162,7 +227,14 @@ def forecast(
     reference_rng : bool
         Draw for every token as uni2ts does (reproducible against it); False
         draws only the tokens needed, which is faster but consumes the random
-        stream differently.
+        stream differently. Exact mode only.
+    decoding : {"exact", "fast"}
+        ``"exact"`` (default) reproduces uni2ts: sampled patches join the
+        scaler statistics, and every step re-encodes the sequence per sample
+        path. ``"fast"`` keeps the context's statistics (as in training) and
+        decodes with a key/value cache: the context is encoded once per series
+        and each step encodes one new token per sample path and variate. The
+        first patch is identical; later patches differ by the statistics shift.
 
     Returns
     -------
@@ -201,5 +273,11 @@ def forecast(
         drop_padding=drop_padding,
     )
     return forecast_packed(
-        model, packed, prediction_length, num_samples, generator, reference_rng
+        model,
+        packed,
+        prediction_length,
+        num_samples,
+        generator,
+        reference_rng,
+        decoding,
     )

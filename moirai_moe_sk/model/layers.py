@@ -172,22 +172,36 @@ class MoiraiMoEAttention(nn.Module):
         batch, seq, _ = x.shape
         return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def project(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Compute queries, keys and values, each (batch, head, seq, head_dim).
+
+        Queries and keys are RMS-normalised per head, then rotated by ``rope``.
+        """
+        cos, sin = rope
+        q = apply_rotary(self.q_norm(self._heads(self.q_proj(x))), cos, sin)
+        k = apply_rotary(self.k_norm(self._heads(self.k_proj(x))), cos, sin)
+        return q, k, self._heads(self.v_proj(x))
+
     def forward(
         self,
         x: torch.Tensor,
         allowed: torch.Tensor,
         same_variate: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Attend over (batch, seq, d_model) tokens.
 
         ``allowed`` and ``same_variate`` come from :func:`attention_bias`, ``rope``
-        from :meth:`RotaryTimeEmbedding.tables`.
+        from :meth:`RotaryTimeEmbedding.tables`. If ``kv_cache`` is a list, the
+        layer's keys and values, each (batch, head, seq, head_dim), are appended
+        to it (for cached decoding).
         """
-        cos, sin = rope
-        q = apply_rotary(self.q_norm(self._heads(self.q_proj(x))), cos, sin)
-        k = apply_rotary(self.k_norm(self._heads(self.k_proj(x))), cos, sin)
-        v = self._heads(self.v_proj(x))
+        q, k, v = self.project(x, rope)
+        if kv_cache is not None:
+            kv_cache.append((k, v))
         mask = self.var_attn_bias(allowed, same_variate).to(q.dtype)
         out = F.scaled_dot_product_attention(
             q,

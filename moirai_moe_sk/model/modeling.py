@@ -46,9 +46,11 @@ class MoiraiMoEEncoderLayer(nn.Module):
         same_variate: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         centroid: torch.Tensor | None,
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """Transform (batch, seq, d_model) tokens."""
-        x = x + self.dropout(self.self_attn(self.norm1(x), allowed, same_variate, rope))
+        """Transform (batch, seq, d_model) tokens (keys and values go to ``kv_cache``)."""
+        attn = self.self_attn(self.norm1(x), allowed, same_variate, rope, kv_cache)
+        x = x + self.dropout(attn)
         moe_out, _ = self.ffn(self.norm2(x), centroid)
         return x + moe_out
 
@@ -60,6 +62,10 @@ class MoiraiMoEEncoder(nn.Module):
     ----------
     centroid : torch.Tensor
         (layer, expert, d_model) float64 gate centroids (centroid gating only).
+    compute_dtype : torch.dtype
+        Floating type of the layers' weights and activations (float32 unless
+        changed by :meth:`MoiraiMoEModel.set_compute_dtype`); the encoder takes
+        and returns float32.
     """
 
     def __init__(self, config: MoiraiMoEConfig) -> None:
@@ -87,10 +93,18 @@ class MoiraiMoEEncoder(nn.Module):
         sample_id: torch.Tensor,
         time_id: torch.Tensor,
         variate_id: torch.Tensor,
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """Encode (batch, seq, d_model) tokens with their (batch, seq) ids."""
+        """Encode (batch, seq, d_model) tokens with their (batch, seq) ids.
+
+        If ``kv_cache`` is a list, each layer appends its attention keys and
+        values to it (see :mod:`moirai_moe_sk.model.decoding`).
+        """
         allowed, same_variate = attention_bias(sample_id, time_id, variate_id)
         rope = self.rotary.tables(time_id)
+        dtype = self.compute_dtype
+        x = x.to(dtype)
+        rope = (rope[0].to(dtype), rope[1].to(dtype))
         for index, layer in enumerate(self.layers):
             centroid = None if self.centroid is None else self.centroid[index]
             if (
@@ -102,8 +116,13 @@ class MoiraiMoEEncoder(nn.Module):
                     layer, x, allowed, same_variate, rope, centroid, use_reentrant=False
                 )
             else:
-                x = layer(x, allowed, same_variate, rope, centroid)
-        return self.norm(x)
+                x = layer(x, allowed, same_variate, rope, centroid, kv_cache)
+        return self.norm(x.float())
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Floating type the layers compute in."""
+        return next(self.layers.parameters(), self.norm.weight).dtype
 
 
 class MoiraiMoEModel(nn.Module):
@@ -173,6 +192,8 @@ class MoiraiMoEModel(nn.Module):
         variate_id: torch.Tensor,
         prediction_mask: torch.Tensor,
         patch_size: torch.Tensor | None = None,
+        *,
+        tokens: torch.Tensor | None = None,
     ) -> PackedMixture:
         """Predict the distribution of each token's next patch.
 
@@ -193,6 +214,13 @@ class MoiraiMoEModel(nn.Module):
         patch_size : torch.Tensor, optional
             (*, seq) int patch length of each token; must equal the configured
             one (accepted for compatibility with the uni2ts signature).
+        tokens : torch.Tensor, optional
+            (n,) increasing indices of the tokens to encode. The scaler still
+            uses every token, but only these pass through the transformer, so
+            tokens that cannot influence them (later in time) can be left out.
+            The other tokens' distributions are computed from a zero
+            representation and are meaningless; they keep the full shape so
+            that sampling consumes the random stream as over all tokens.
 
         Returns
         -------
@@ -221,11 +249,43 @@ class MoiraiMoEModel(nn.Module):
             target, observed_mask, sample_id, variate_id, prediction_mask
         )
         scaled = (target - loc) / scale
-        reprs = self.encoder(self.embed(scaled), sample_id, time_id, variate_id)
+        if tokens is None:
+            reprs = self.encoder(self.embed(scaled), sample_id, time_id, variate_id)
+        else:
+            reprs = scaled.new_zeros(*scaled.shape[:-1], self.config.d_model)
+            reprs[:, tokens] = self.encoder(
+                self.embed(scaled[:, tokens]),
+                sample_id[:, tokens],
+                time_id[:, tokens],
+                variate_id[:, tokens],
+            )
         distr = self.param_proj(reprs, loc, scale)
         if len(lead) != 1:
             distr = _reshape_mixture(distr, (*lead, seq))
         return distr
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> MoiraiMoEModel:
+        """Run the transformer layers in ``dtype`` (for example ``torch.bfloat16``).
+
+        The layers' weights are converted in place; the input projection, the
+        scaler (float64), the gate centroids (float64, cast per call), the final
+        norm and the mixture head stay in float32, so sample paths are always
+        drawn in float32. Returns the model.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = MoiraiMoEModel(cfg).set_compute_dtype(torch.bfloat16)
+        >>> model.encoder.compute_dtype, model.in_proj.weight.dtype
+        (torch.bfloat16, torch.float32)
+        """
+        if not dtype.is_floating_point:
+            msg = f"compute dtype must be a floating type, got {dtype}"
+            raise ValueError(msg)
+        self.encoder.layers.to(dtype)
+        return self
 
     # -------------------------------------------------------------- checkpoints
     @classmethod

@@ -57,7 +57,10 @@ def route(
         if centroid is None:
             msg = "centroid gating needs the layer's centroids"
             raise ValueError(msg)
-        scores = torch.cdist(x, centroid.to(device=x.device, dtype=x.dtype))
+        # distances in at least float32 (cdist has no bfloat16 CPU kernel, and
+        # reduced precision could change which experts are selected)
+        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        scores = torch.cdist(xs, centroid.to(device=x.device, dtype=xs.dtype))
         if config.gate_selection == "nearest":
             scores = -scores
     else:

@@ -43,6 +43,10 @@ class PackedBatch:
         Past tokens per target variate.
     prediction_tokens : int
         Future tokens per target variate.
+    future_step : torch.Tensor
+        (seq,) int64: ``-1`` for past tokens, ``k`` for tokens of the ``k``-th
+        future patch (targets and known-future covariates). The layout is the
+        same for every row.
     """
 
     target: torch.Tensor
@@ -54,6 +58,7 @@ class PackedBatch:
     num_variates: int
     context_tokens: int
     prediction_tokens: int
+    future_step: torch.Tensor
 
     @property
     def last_context_index(self) -> torch.Tensor:
@@ -176,6 +181,7 @@ def pack(
     time_id: list[torch.Tensor] = []
     variate_id: list[torch.Tensor] = []
     pred_mask: list[torch.Tensor] = []
+    future_step: list[torch.Tensor] = []
 
     def add(
         vals: torch.Tensor,
@@ -184,6 +190,7 @@ def pack(
         tid: torch.Tensor,
         first_variate: int,
         predicted: bool,
+        future: bool,
     ) -> None:
         if tid.shape[1] == 0:  # no future tokens (prediction_length=0: training)
             return
@@ -199,6 +206,10 @@ def pack(
         )
         pred_mask.append(
             torch.full(vals.shape[:2], predicted, dtype=torch.bool, device=device)
+        )
+        steps = torch.arange(tid.shape[1], device=device)
+        future_step.append(
+            steps.repeat(n_var) if future else torch.full_like(steps.repeat(n_var), -1)
         )
 
     def keep(x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +228,7 @@ def pack(
         past_time[:, drop:],
         0,
         predicted=False,
+        future=False,
     )
     add(
         _patches(past_target.new_zeros(future_shape), p, left=False),
@@ -225,6 +237,7 @@ def pack(
         future_time,
         0,
         predicted=True,
+        future=True,
     )
     next_variate = dim
     if feat_dynamic_real is not None:
@@ -242,6 +255,7 @@ def pack(
             past_time,
             next_variate,
             predicted=False,
+            future=False,
         )
         add(
             _patches(fut_f, p, left=False),
@@ -250,6 +264,7 @@ def pack(
             future_time,
             next_variate,
             predicted=False,
+            future=True,
         )
         next_variate += n_feat
     if past_feat_dynamic_real is not None:
@@ -263,6 +278,7 @@ def pack(
             past_time,
             next_variate,
             predicted=False,
+            future=False,
         )
 
     return PackedBatch(
@@ -275,4 +291,5 @@ def pack(
         num_variates=dim,
         context_tokens=ctx_tokens - drop,
         prediction_tokens=pred_tokens,
+        future_step=torch.cat(future_step),
     )

@@ -1,0 +1,197 @@
+"""Fast autoregressive decoding with a key/value cache.
+
+In exact mode (:func:`~moirai_moe_sk.model.forecast_packed` with
+``decoding="exact"``) every sampled patch is written into the sequence and
+*unmasked*, so it enters the scaler statistics: loc and scale change at every
+step and every token must be re-encoded for every sample path, as uni2ts does.
+
+Fast mode keeps the scaler statistics of the context only, as during training
+(sampled patches stay prediction tokens for the scaler). Then no token's
+representation ever changes once computed, and decoding is incremental:
+
+1. the context is encoded **once per series** (not per sample path), and each
+   layer's attention keys and values are kept;
+2. each further step encodes only the tokens of the new time step (the target
+   patches just sampled and the known-future covariate patches at that time),
+   per sample path, attending to the shared context cache and to the path's own
+   earlier steps.
+
+The result is exactly the non-cached decoding with context-only statistics (a
+test checks it against that loop); it differs from exact mode from the second
+patch on, by the shift of loc and scale that the sampled values would cause.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+
+from .distributions import PackedMixture
+from .modeling import MoiraiMoEEncoderLayer, MoiraiMoEModel
+from .packing import PackedBatch
+
+__all__ = ["decode_cached"]
+
+
+def _bias(
+    layer: MoiraiMoEEncoderLayer,
+    query_sid: torch.Tensor,
+    query_vid: torch.Tensor,
+    key_sid: torch.Tensor,
+    key_vid: torch.Tensor,
+) -> torch.Tensor:
+    """Additive (batch, head, query, key) bias; keys are never later in time here."""
+    allowed = (query_sid[:, :, None] == key_sid[:, None, :]).unsqueeze(1)
+    same = (query_vid[:, :, None] == key_vid[:, None, :]).unsqueeze(1)
+    return layer.self_attn.var_attn_bias(allowed, same).float()
+
+
+def _step_layer(
+    layer: MoiraiMoEEncoderLayer,
+    x: torch.Tensor,
+    context_kv: tuple[torch.Tensor, torch.Tensor],
+    path_kv: list[tuple[torch.Tensor, torch.Tensor]],
+    context_bias: torch.Tensor,
+    path_bias: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    centroid: torch.Tensor | None,
+) -> torch.Tensor:
+    """Run one layer on the new tokens ``x`` (sample, batch, new, d_model).
+
+    ``context_kv`` holds (batch, head, context, head_dim) keys and values shared
+    by all sample paths; ``path_kv`` collects (batch, head, sample, step,
+    head_dim) keys and values of each path's decoded tokens, the new ones
+    appended here.
+    """
+    attn = layer.self_attn
+    samples, batch, new, d_model = x.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    q, k, v = attn.project(layer.norm1(x).reshape(samples * batch, new, d_model), rope)
+
+    def per_batch(t: torch.Tensor) -> torch.Tensor:  # -> (batch, head, sample, new, hd)
+        return t.view(samples, batch, heads, new, head_dim).permute(1, 2, 0, 3, 4)
+
+    q, k, v = per_batch(q), per_batch(k), per_batch(v)
+    if path_kv:
+        k = torch.cat((path_kv[-1][0], k), dim=3)
+        v = torch.cat((path_kv[-1][1], v), dim=3)
+    path_kv.append((k, v))
+    context_k, context_v = context_kv
+    scale = head_dim**-0.5
+    # the context is shared: fold the sample paths into the query dimension
+    flat_q = q.reshape(batch, heads, samples * new, head_dim)
+    context_scores = (flat_q @ context_k.transpose(-1, -2)).view(
+        batch, heads, samples, new, -1
+    )
+    path_scores = q @ k.transpose(-1, -2)
+    scores = torch.cat((context_scores, path_scores), dim=-1).float() * scale
+    scores = scores + torch.cat((context_bias, path_bias), dim=-1).unsqueeze(2)
+    probs = torch.softmax(scores, dim=-1).to(q.dtype)
+    n_context = context_k.shape[-2]
+    out = (
+        probs[..., :n_context].reshape(batch, heads, samples * new, n_context)
+        @ context_v
+    ).view(batch, heads, samples, new, head_dim)
+    out = out + probs[..., n_context:] @ v
+    out = out.permute(2, 0, 3, 1, 4).reshape(samples, batch, new, d_model)
+    x = x + attn.out_proj(out)
+    moe_out, _ = layer.ffn(layer.norm2(x), centroid)
+    return x + moe_out
+
+
+@torch.inference_mode()
+def decode_cached(
+    model: MoiraiMoEModel,
+    packed: PackedBatch,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Decode sample paths with context-only scaling and a key/value cache.
+
+    Parameters
+    ----------
+    model : MoiraiMoEModel
+        The network, in eval mode.
+    packed : PackedBatch
+        Output of :func:`~moirai_moe_sk.model.pack`.
+    num_samples : int
+        Sample paths per series.
+    generator : torch.Generator, optional
+        Random source.
+
+    Returns
+    -------
+    torch.Tensor
+        (sample, batch, variate, prediction_tokens * patch) samples in data units.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel, pack
+    >>> from moirai_moe_sk.model.decoding import decode_cached
+    >>> model = MoiraiMoEModel(MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1))
+    >>> y = torch.sin(torch.arange(48.0)).reshape(1, 48, 1)
+    >>> packed = pack(y, y == y, torch.zeros(1, 48, dtype=torch.bool), 40)
+    >>> decode_cached(model.eval(), packed, 4, torch.Generator().manual_seed(0)).shape
+    torch.Size([4, 1, 1, 48])
+    """
+    d, steps = packed.num_variates, packed.prediction_tokens
+    inputs = packed.inputs()
+    loc, scale = model.scale(
+        inputs["target"],
+        inputs["observed_mask"],
+        inputs["sample_id"],
+        inputs["variate_id"],
+        inputs["prediction_mask"],
+    )
+    scaled = (packed.target - loc) / scale
+    encoder = model.encoder
+    dtype = encoder.compute_dtype
+    sid, tid, vid = packed.sample_id, packed.time_id, packed.variate_id
+
+    past = torch.nonzero(packed.future_step < 0).squeeze(1)
+    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    reprs = encoder(
+        model.embed(scaled[:, past]), sid[:, past], tid[:, past], vid[:, past], cache
+    )
+    read = packed.last_context_index  # the target's past tokens come first
+    distr: PackedMixture = model.param_proj(
+        reprs.index_select(1, read), loc[:, read], scale[:, read]
+    )
+    patches = [distr.sample((num_samples,), generator)]  # (sample, batch, d, patch)
+
+    context_sid, context_vid = sid[:, past], vid[:, past]
+    path_kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in cache]
+    path_sid, path_vid = sid[:, :0], vid[:, :0]
+    for step in range(steps - 1):
+        new = torch.nonzero(packed.future_step == step).squeeze(1)  # targets first
+        known = packed.target[:, new[d:]].expand(num_samples, -1, -1, -1)
+        values = torch.cat((patches[-1], known), dim=2)
+        x = model.embed((values - loc[:, new]) / scale[:, new]).to(dtype)
+        new_sid, new_vid = sid[:, new], vid[:, new]
+        path_sid = torch.cat((path_sid, new_sid), dim=1)
+        path_vid = torch.cat((path_vid, new_vid), dim=1)
+        cos, sin = encoder.rotary.tables(tid[:, new].repeat(num_samples, 1))
+        rope = (cos.to(dtype), sin.to(dtype))
+        for index, module in enumerate(encoder.layers):
+            layer = cast("MoiraiMoEEncoderLayer", module)
+            centroid = None if encoder.centroid is None else encoder.centroid[index]
+            context_bias = _bias(layer, new_sid, new_vid, context_sid, context_vid)
+            path_bias = _bias(layer, new_sid, new_vid, path_sid, path_vid)
+            x = _step_layer(
+                layer,
+                x,
+                cache[index],
+                path_kv[index],
+                context_bias,
+                path_bias,
+                rope,
+                centroid,
+            )
+            if len(path_kv[index]) > 1:  # keep only the growing concatenation
+                del path_kv[index][0]
+        reprs = encoder.norm(x[:, :, :d].float())
+        distr = model.param_proj(reprs, loc[:, new[:d]], scale[:, new[:d]])
+        patches.append(distr.sample((1,), generator).squeeze(0))
+    return torch.cat(patches, dim=-1)
