@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +51,9 @@ __all__ = [
     "to_official",
 ]
 
+#: file name of a checkpoint's configuration (uni2ts' constructor arguments)
 CONFIG_NAME = "config.json"
+#: file name of a checkpoint's weights (the official state dict, safetensors)
 WEIGHTS_NAME = "model.safetensors"
 
 #: where bundled checkpoints live inside the package: one folder per model
@@ -152,7 +154,33 @@ def official_shapes(config: MoiraiMoEConfig) -> dict[str, tuple[tuple[int, ...],
 def to_official(
     state: Mapping[str, torch.Tensor], config: MoiraiMoEConfig
 ) -> dict[str, torch.Tensor]:
-    """Convert our state dict to the official key names and shapes."""
+    """Convert our state dict to the official key names and shapes.
+
+    Parameters
+    ----------
+    state : mapping of str to torch.Tensor
+        A state dict of :class:`~moirai_moe_sk.model.MoiraiMoEModel`.
+    config : MoiraiMoEConfig
+        Its configuration.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The uni2ts state dict: one tensor per expert and a leading dimension of
+        1 on the multi-size linears, detached and contiguous.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.checkpoint import to_official
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> official = to_official(model.state_dict(), config)
+    >>> official["encoder.layers.0.ffn.experts.3.fc1.weight"].shape
+    torch.Size([64, 64])
+    >>> official["in_proj.weight"].shape
+    torch.Size([1, 64, 16])
+    """
     multi = set(_multi_size_keys(config))
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -176,15 +204,22 @@ def _check_official(
     expected = official_shapes(config)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
+    # shapes and dtypes without reading the data of a lazily read file
+    info = (
+        state.info
+        if isinstance(state, _LazyWeights)
+        else lambda key: (tuple(state[key].shape), state[key].dtype)
+    )
+    present = {key: info(key) for key in expected if key in state}
     wrong = sorted(
-        f"{key}: expected {tuple(shape)}, found {tuple(state[key].shape)}"
+        f"{key}: expected {tuple(shape)}, found {present[key][0]}"
         for key, (shape, _) in expected.items()
-        if key in state and tuple(state[key].shape) != shape
+        if key in present and present[key][0] != shape
     )
     not_float = sorted(
-        f"{key}: {state[key].dtype}"
-        for key in expected
-        if key in state and not state[key].is_floating_point()
+        f"{key}: {dtype}"
+        for key, (_, dtype) in present.items()
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point)
     )
     problems = []
     for label, items in (
@@ -214,30 +249,72 @@ def from_official(
 ) -> dict[str, torch.Tensor]:
     """Convert an official state dict to ours, checking every key and shape.
 
+    Parameters
+    ----------
+    state : mapping of str to torch.Tensor
+        The uni2ts state dict (as read from ``model.safetensors``).
+    config : MoiraiMoEConfig
+        The configuration it must match.
+    source : str
+        What the state came from, for error messages.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Our state dict (stacked experts, plain linears), float32 except the
+        float64 gate centroids.
+
     Raises
     ------
     CheckpointError
         If a tensor is missing, unexpected, mis-shaped or not floating point.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.checkpoint import from_official, to_official
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> official = to_official(model.state_dict(), config)
+    >>> ours = from_official(official, config)
+    >>> ours["encoder.layers.0.ffn.fc1"].shape  # (expert, d_ff, d_model)
+    torch.Size([4, 64, 64])
+
+    A tensor too few is named:
+
+    >>> del official["encoder.norm.weight"]
+    >>> from_official(official, config)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    moirai_moe_sk.exceptions.CheckpointError: ... missing tensors: encoder.norm.weight
     """
     _check_official(state, config, source)
     multi = set(_multi_size_keys(config))
     out: dict[str, torch.Tensor] = {}
-    experts: dict[tuple[str, str], list[torch.Tensor | None]] = {}
-    for key, value in state.items():
+    # experts are copied into stacked float32 tensors one by one, so that a
+    # lazily read state (see _LazyWeights) never holds two copies of them
+    for key in state:
+        value = state[key]
         match = _EXPERT_KEY.match(key)
         if match:
             layer, expert, name = match.groups()
-            slots = experts.setdefault((layer, name), [None] * config.num_experts)
-            slots[int(expert)] = value
+            stacked_key = f"encoder.layers.{layer}.ffn.{name}"
+            stacked = out.get(stacked_key)
+            if stacked is None:
+                stacked = out[stacked_key] = torch.empty(
+                    config.num_experts,
+                    *value.shape,
+                    dtype=torch.float32,
+                    device=value.device,
+                )
+            stacked[int(expert)] = value
         elif key in multi:
-            out[key] = value[0]
+            out[key] = value[0].float()
         elif key == "encoder.centroid":
             out[key] = value.double()
         else:
-            out[key] = value
-    for (layer, name), slots in experts.items():
-        out[f"encoder.layers.{layer}.ffn.{name}"] = torch.stack(slots)  # type: ignore[arg-type]
-    return {k: (v if k == "encoder.centroid" else v.float()) for k, v in out.items()}
+            out[key] = value.float()
+    return out
 
 
 # --------------------------------------------------------------------- resolve
@@ -254,12 +331,44 @@ def resolve_checkpoint(
     Resolution order: an existing local folder, a bundled model name, then a
     hub id downloaded (or read from the cache) through huggingface_hub.
 
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A local folder, a bundled model name (``"moirai-moe-sk-tiny"``) or a
+        hub id (``"Salesforce/moirai-moe-1.0-R-small"``).
+    revision : str, optional
+        Hub branch, tag or commit hash.
+    cache_dir : str or path-like, optional
+        Hub cache folder; huggingface_hub's default otherwise.
+    local_files_only : bool
+        Never contact the hub; use the cache only.
+    token : str or bool, optional
+        Hub token, for private repositories.
+
     Returns
     -------
     config_path, weights_path : pathlib.Path
         The two files.
     source : str
         A description of where they came from, for messages.
+
+    Raises
+    ------
+    CheckpointError
+        If the name is none of the three, or the hub cannot provide the files
+        (offline, ``local_files_only`` without a cached copy, unknown
+        repository or revision).
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.checkpoint import resolve_checkpoint
+    >>> config_path, weights_path, source = resolve_checkpoint("moirai-moe-sk-tiny")
+    >>> config_path.name, weights_path.name, source
+    ('config.json', 'model.safetensors', "bundled model 'moirai-moe-sk-tiny'")
+
+    A hub id is downloaded once into the hub cache (network needed):
+
+    >>> resolve_checkpoint("Salesforce/moirai-moe-1.0-R-small")  # doctest: +SKIP
     """
     path = Path(name_or_path)
     if path.is_dir():
@@ -374,6 +483,70 @@ def read_weights(
         raise CheckpointError(msg) from err
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+}
+
+
+class _LazyWeights(Mapping[str, torch.Tensor]):
+    """``model.safetensors`` as a mapping that reads each tensor when asked.
+
+    Loading through it keeps one copy of the weights in memory (the model's),
+    plus the tensor being converted.
+    """
+
+    def __init__(
+        self, path: Path, source: str, map_location: str | torch.device = "cpu"
+    ) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        if not path.is_file():
+            msg = f"checkpoint {source} has no {WEIGHTS_NAME}"
+            raise CheckpointError(msg)
+        self._source = source
+        try:
+            self._file = safe_open(path, framework="pt", device=str(map_location))
+            self._keys = list(self._file.keys())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise self._error(err) from err
+
+    def _error(self, err: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"{WEIGHTS_NAME} of checkpoint {self._source} is corrupt or "
+            f"unreadable: {err}"
+        )
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        from safetensors import SafetensorError
+
+        if key not in self._keys:
+            raise KeyError(key)
+        try:
+            return self._file.get_tensor(key)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise self._error(err) from err
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def info(self, key: str) -> tuple[tuple[int, ...], torch.dtype | str]:
+        """Return the shape and dtype of ``key`` without reading its data."""
+        from safetensors import SafetensorError
+
+        try:
+            part = self._file.get_slice(key)
+            shape, dtype = tuple(part.get_shape()), part.get_dtype()
+        except (SafetensorError, OSError, ValueError) as err:
+            raise self._error(err) from err
+        return shape, _SAFETENSORS_DTYPES.get(dtype, dtype)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 def load_checkpoint(
     cls: type[MoiraiMoEModel],
     name_or_path: str | os.PathLike[str],
@@ -384,7 +557,32 @@ def load_checkpoint(
     token: str | bool | None = None,
     map_location: str | torch.device = "cpu",
 ) -> MoiraiMoEModel:
-    """Build ``cls`` from a checkpoint; see :meth:`MoiraiMoEModel.from_pretrained`."""
+    """Build ``cls`` from a checkpoint; see :meth:`MoiraiMoEModel.from_pretrained`.
+
+    Parameters
+    ----------
+    cls : type
+        :class:`~moirai_moe_sk.model.MoiraiMoEModel` or a subclass.
+    name_or_path : str or path-like
+        Local folder, bundled model name or hub id (:func:`resolve_checkpoint`).
+    revision, cache_dir, local_files_only, token
+        Hub options, as in :func:`resolve_checkpoint`.
+    map_location : str or torch.device
+        Device the weights are loaded to.
+
+    Returns
+    -------
+    MoiraiMoEModel
+        The model with every tensor loaded strictly, in eval mode.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.checkpoint import load_checkpoint
+    >>> from moirai_moe_sk.model import MoiraiMoEModel
+    >>> model = load_checkpoint(MoiraiMoEModel, "moirai-moe-sk-tiny")
+    >>> model.config.num_experts, model.training
+    (16, False)
+    """
     config_path, weights_path, source = resolve_checkpoint(
         name_or_path,
         revision=revision,
@@ -393,7 +591,7 @@ def load_checkpoint(
         token=token,
     )
     config = read_config(config_path, source)
-    state = read_weights(weights_path, source, map_location)
+    state = _LazyWeights(weights_path, source, map_location)
     model = build_model(cls, config, state, source, map_location)
     logger.info("loaded Moirai-MoE checkpoint from %s", source)
     return model
@@ -411,9 +609,20 @@ def build_model(
     Building the module runs its initialisers; the caller's RNG is untouched.
     """
     internal = from_official(state, config, source)
-    with torch.random.fork_rng(devices=[]), torch.device(map_location):
+    # built without memory, then the loaded tensors become the parameters
+    # (no random initialisation, no second copy of the weights)
+    with torch.device("meta"):
         model = cls(config)
-    model.load_state_dict(internal, strict=True)
+    model.load_state_dict(internal, strict=True, assign=True)
+    with torch.device(map_location):  # non-persistent buffers: the rotary tables
+        encoder = model.encoder
+        encoder.rotary = type(encoder.rotary)(
+            encoder.rotary.rotary_dim, config.max_seq_len
+        )
+    meta = [name for name, t in model.state_dict().items() if t.is_meta]
+    if meta:  # pragma: no cover - a new buffer that the loader does not rebuild
+        msg = f"tensors left unloaded: {meta}"
+        raise RuntimeError(msg)
     return model.eval()
 
 
@@ -428,6 +637,32 @@ def save_checkpoint(
     ``dtype`` (e.g. ``torch.float16``, half the size) stores the weights in
     that floating type; the gate centroids keep theirs. Loading casts back to
     float32.
+
+    Parameters
+    ----------
+    model : MoiraiMoEModel
+        The model to save.
+    save_directory : str or path-like
+        Folder to write to (created if missing); existing files of the same
+        names are replaced.
+    dtype : torch.dtype, optional
+        Floating type to store the weights in; their own by default.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> from moirai_moe_sk.checkpoint import save_checkpoint
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> folder = tempfile.mkdtemp()
+    >>> save_checkpoint(model, folder, dtype=torch.float16)
+    >>> sorted(path.name for path in Path(folder).iterdir())
+    ['config.json', 'model.safetensors']
+    >>> MoiraiMoEModel.from_pretrained(folder).config == config
+    True
     """
     from safetensors.torch import save_file
 
@@ -478,6 +713,19 @@ class PortableModel:
         ``MoiraiMoEConfig.to_dict()``.
     weights : bytes
         ``safetensors`` serialisation of ``official_state_dict()``.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> import torch
+    >>> from moirai_moe_sk.checkpoint import PortableModel
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> portable = pickle.loads(pickle.dumps(PortableModel.from_model(model)))
+    >>> copy = portable.to_model()
+    >>> torch.equal(copy.encoder.layers[0].ffn.fc1, model.encoder.layers[0].ffn.fc1)
+    True
     """
 
     config: dict
@@ -485,14 +733,35 @@ class PortableModel:
 
     @classmethod
     def from_model(cls, model: MoiraiMoEModel) -> PortableModel:
-        """Serialise ``model``."""
+        """Serialise ``model``.
+
+        Examples
+        --------
+        >>> from moirai_moe_sk.checkpoint import PortableModel
+        >>> from moirai_moe_sk.model import MoiraiMoEModel
+        >>> portable = PortableModel.from_model(
+        ...     MoiraiMoEModel.from_pretrained("moirai-moe-sk-tiny")
+        ... )
+        >>> portable.config["d_model"], type(portable.weights).__name__
+        (128, 'bytes')
+        """
         from safetensors.torch import save
 
         state = {k: v.detach().cpu() for k, v in model.official_state_dict().items()}
         return cls(config=model.config.to_dict(), weights=save(state))
 
     def to_model(self) -> MoiraiMoEModel:
-        """Rebuild the model on the CPU, in eval mode without gradients."""
+        """Rebuild the model on the CPU, in eval mode without gradients.
+
+        Examples
+        --------
+        >>> from moirai_moe_sk.checkpoint import PortableModel
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = PortableModel.from_model(MoiraiMoEModel(config)).to_model()
+        >>> model.training, any(p.requires_grad for p in model.parameters())
+        (False, False)
+        """
         from safetensors.torch import load
 
         from .model.modeling import MoiraiMoEModel
