@@ -33,14 +33,20 @@ def make_tiny_model(seed: int = 0, **overrides) -> MoiraiMoEModel:
     return model.eval()
 
 
-def load_harness():
-    """Import ``benchmarks/evaluate.py`` (not a package) as a module."""
+def load_script(relative: str):
+    """Import a script of the repository (``benchmarks/...``, not a package)."""
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_evaluate", path)
+    path = Path(__file__).resolve().parents[1] / relative
+    name = "script_" + path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def load_harness():
+    """Import ``benchmarks/evaluate.py`` as a module."""
+    return load_script("benchmarks/evaluate.py")
