@@ -17,4 +17,17 @@ class CheckpointError(ValueError):
     Raised for a missing folder or hub repository, an unreachable hub, a corrupt
     ``config.json`` or ``model.safetensors``, and missing, unexpected or
     mis-shaped tensors. The message names the checkpoint and what to do.
+
+    Examples
+    --------
+    It is a ``ValueError``, so generic handlers catch it too:
+
+    >>> from moirai_moe_sk.checkpoint import resolve_checkpoint
+    >>> from moirai_moe_sk.exceptions import CheckpointError
+    >>> issubclass(CheckpointError, ValueError)
+    True
+    >>> resolve_checkpoint("no such model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    moirai_moe_sk.exceptions.CheckpointError: checkpoint 'no such model' is neither ...
     """

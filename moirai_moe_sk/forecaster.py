@@ -683,6 +683,31 @@ class MoiraiMoEForecaster(BaseForecaster):
         ----------
         save_directory : str or path-like
             Folder to write ``config.json`` and ``model.safetensors`` to.
+
+        Examples
+        --------
+        Without fine-tuning, the loaded checkpoint's weights are written:
+
+        >>> import os
+        >>> import tempfile
+        >>> import numpy as np
+        >>> import pandas as pd
+        >>> import torch
+        >>> from moirai_moe_sk.forecaster import MoiraiMoEForecaster
+        >>> from moirai_moe_sk.model import MoiraiMoEModel
+        >>> y = pd.Series(np.sin(np.arange(48) / 4.0))
+        >>> forecaster = MoiraiMoEForecaster(
+        ...     "moirai-moe-sk-tiny", num_samples=5, random_state=0
+        ... ).fit(y, fh=[1, 2, 3])
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     forecaster.save_pretrained(folder)
+        ...     files = sorted(os.listdir(folder))
+        ...     saved = MoiraiMoEModel.from_pretrained(folder)
+        >>> files
+        ['config.json', 'model.safetensors']
+        >>> bundled = MoiraiMoEModel.from_pretrained("moirai-moe-sk-tiny")
+        >>> torch.equal(saved.in_proj.weight, bundled.in_proj.weight)
+        True
         """
         if getattr(self, "tuned_model_", None) is None and not self.is_fitted:
             msg = (
@@ -1009,6 +1034,18 @@ class MoiraiMoEForecaster(BaseForecaster):
         -------
         params : list of dict
             Constructor parameters of the test instances.
+
+        Examples
+        --------
+        >>> import os
+        >>> from moirai_moe_sk.forecaster import MoiraiMoEForecaster
+        >>> params = MoiraiMoEForecaster.get_test_params()
+        >>> len(params)
+        3
+        >>> os.path.isfile(os.path.join(params[0]["checkpoint"], "config.json"))
+        True
+        >>> MoiraiMoEForecaster(**params[1]).point
+        'mean'
         """
         first = _tiny_checkpoint("tiny-a", seed=0, num_layers=1, num_experts=4)
         second = _tiny_checkpoint("tiny-b", seed=1, num_layers=2, num_experts=8)

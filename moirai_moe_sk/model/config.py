@@ -54,7 +54,19 @@ EXTENSION_KEYS = ("num_experts", "num_experts_per_token", "gate", "gate_selectio
 
 
 class ConfigError(ValueError):
-    """A configuration or ``config.json`` that cannot describe a Moirai-MoE model."""
+    """A configuration or ``config.json`` that cannot describe a Moirai-MoE model.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.model.config import ConfigError, MoiraiMoEConfig
+    >>> try:
+    ...     MoiraiMoEConfig(d_model=100)
+    ... except ConfigError as err:
+    ...     print(err)
+    d_model must be a multiple of 64, got 100
+    >>> issubclass(ConfigError, ValueError)
+    True
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +107,15 @@ class MoiraiMoEConfig:
         Which centroids the centroid gate picks. The released weights were
         trained with the *farthest* ones (uni2ts uses ``topk(largest=True)`` on
         distances); ``"nearest"`` is offered for new models.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.model.config import MoiraiMoEConfig
+    >>> MoiraiMoEConfig().num_heads  # the small release: 384 / 64
+    6
+    >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> cfg.num_heads, cfg.patch_size, cfg.num_experts_per_token
+    (1, 16, 2)
     """
 
     d_model: int = 384

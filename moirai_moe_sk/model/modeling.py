@@ -172,7 +172,27 @@ class MoiraiMoEModel(nn.Module):
         variate_id: torch.Tensor,
         prediction_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Series loc and scale, (*, seq, 1), from observed non-prediction values."""
+        """Series loc and scale, ``(*, seq, 1)``, from observed non-prediction values.
+
+        Examples
+        --------
+        Three tokens of one series, the last one to be predicted: the
+        statistics come from the first two (the values 0 to 31).
+
+        >>> import torch
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = MoiraiMoEModel(cfg)
+        >>> target = torch.arange(48.0).view(1, 3, 16)
+        >>> observed = torch.ones(1, 3, 16, dtype=torch.bool)
+        >>> ids = torch.ones(1, 3, dtype=torch.long)
+        >>> predict = torch.tensor([[False, False, True]])
+        >>> loc, scale = model.scale(target, observed, ids, ids * 0, predict)
+        >>> loc.shape
+        torch.Size([1, 3, 1])
+        >>> loc[0, :, 0].tolist(), round(scale[0, 0, 0].item(), 4)
+        ([15.5, 15.5, 15.5], 9.3808)
+        """
         if not self.config.scaling:
             shape = (*target.shape[:-1], 1)
             return target.new_zeros(shape), target.new_ones(shape)
@@ -180,7 +200,17 @@ class MoiraiMoEModel(nn.Module):
         return packed_std_scaler(target, mask, sample_id, variate_id)
 
     def embed(self, scaled: torch.Tensor) -> torch.Tensor:
-        """Residual-MLP projection of scaled patches (..., patch) to tokens."""
+        """Residual-MLP projection of scaled patches (..., patch) to tokens.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = MoiraiMoEModel(cfg)
+        >>> model.embed(torch.randn(2, 5, 16)).shape
+        torch.Size([2, 5, 64])
+        """
         return self.feat_proj(F.silu(self.in_proj(scaled))) + self.res_proj(scaled)
 
     def forward(
@@ -200,19 +230,19 @@ class MoiraiMoEModel(nn.Module):
         Parameters
         ----------
         target : torch.Tensor
-            (*, seq, patch) float values; prediction tokens hold any finite value.
+            ``(*, seq, patch)`` float values; prediction tokens hold any finite value.
         observed_mask : torch.Tensor
-            (*, seq, patch) bool, True where a value was observed.
+            ``(*, seq, patch)`` bool, True where a value was observed.
         sample_id : torch.Tensor
-            (*, seq) int; tokens attend only within one sample id, 0 marks padding.
+            ``(*, seq)`` int; tokens attend only within one sample id, 0 marks padding.
         time_id : torch.Tensor
-            (*, seq) int patch index in time; attention is causal over it.
+            ``(*, seq)`` int patch index in time; attention is causal over it.
         variate_id : torch.Tensor
-            (*, seq) int variate of each token.
+            ``(*, seq)`` int variate of each token.
         prediction_mask : torch.Tensor
-            (*, seq) bool, True for tokens to forecast (excluded from the scaler).
+            ``(*, seq)`` bool, True for tokens to forecast (excluded from the scaler).
         patch_size : torch.Tensor, optional
-            (*, seq) int patch length of each token; must equal the configured
+            ``(*, seq)`` int patch length of each token; must equal the configured
             one (accepted for compatibility with the uni2ts signature).
         tokens : torch.Tensor, optional
             (n,) increasing indices of the tokens to encode. The scaler still
@@ -225,7 +255,30 @@ class MoiraiMoEModel(nn.Module):
         Returns
         -------
         PackedMixture
-            Distribution with batch shape (*, seq, patch), in data units.
+            Distribution with batch shape ``(*, seq, patch)``, in data units.
+
+        Examples
+        --------
+        Two series of 40 steps, packed to forecast 20 steps (two future
+        tokens each):
+
+        >>> import torch
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> from moirai_moe_sk.model.packing import pack
+        >>> model = MoiraiMoEModel(cfg).eval()
+        >>> batch = pack(
+        ...     torch.randn(2, 40, 1),
+        ...     torch.ones(2, 40, 1, dtype=torch.bool),
+        ...     torch.zeros(2, 40, dtype=torch.bool),
+        ...     prediction_length=20,
+        ... )
+        >>> with torch.no_grad():
+        ...     distr = model(**batch.inputs())
+        >>> distr.batch_shape
+        torch.Size([2, 5, 16])
+        >>> distr.mean[batch.prediction_mask].shape
+        torch.Size([4, 16])
         """
         if patch_size is not None and bool(
             (patch_size != self.config.patch_size).any()
@@ -327,6 +380,16 @@ class MoiraiMoEModel(nn.Module):
         moirai_moe_sk.exceptions.CheckpointError
             On a malformed config, a missing, unexpected or mis-shaped tensor, or
             an unreachable hub.
+
+        Examples
+        --------
+        The bundled tiny checkpoint loads offline (its forecasts are
+        meaningless):
+
+        >>> from moirai_moe_sk.model import MoiraiMoEModel
+        >>> model = MoiraiMoEModel.from_pretrained("moirai-moe-sk-tiny")
+        >>> model.training, model.config.d_model, model.config.num_experts
+        (False, 128, 16)
         """
         from ..checkpoint import load_checkpoint
 
@@ -352,19 +415,72 @@ class MoiraiMoEModel(nn.Module):
         save never leaves a half-written checkpoint. ``dtype`` (for example
         ``torch.float16``) stores the weights in a smaller floating type; they
         are read back as float32.
+
+        Examples
+        --------
+        >>> import os
+        >>> import tempfile
+        >>> import torch
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = MoiraiMoEModel(cfg)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model.save_pretrained(folder)
+        ...     files = sorted(os.listdir(folder))
+        ...     loaded = MoiraiMoEModel.from_pretrained(folder)
+        >>> files
+        ['config.json', 'model.safetensors']
+        >>> loaded.config == model.config
+        True
+        >>> torch.equal(loaded.in_proj.weight, model.in_proj.weight)
+        True
+
+        Half-precision weights are read back as float32:
+
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model.save_pretrained(folder, dtype=torch.float16)
+        ...     half = MoiraiMoEModel.from_pretrained(folder)
+        >>> half.in_proj.weight.dtype
+        torch.float32
         """
         from ..checkpoint import save_checkpoint
 
         save_checkpoint(self, save_directory, dtype=dtype)
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
-        """Return the weights under the official uni2ts key names and shapes."""
+        """Return the weights under the official uni2ts key names and shapes.
+
+        Examples
+        --------
+        The experts, stacked here, are separate modules in uni2ts:
+
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = MoiraiMoEModel(cfg)
+        >>> model.state_dict()["encoder.layers.0.ffn.fc1"].shape
+        torch.Size([4, 64, 64])
+        >>> state = model.official_state_dict()
+        >>> state["encoder.layers.0.ffn.experts.3.fc1.weight"].shape
+        torch.Size([64, 64])
+        """
         from ..checkpoint import to_official
 
         return to_official(self.state_dict(), self.config)
 
     def load_official_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load weights given under the official key names, strictly."""
+        """Load weights given under the official key names, strictly.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> source, target = MoiraiMoEModel(cfg), MoiraiMoEModel(cfg)
+        >>> target.load_official_state_dict(source.official_state_dict())
+        >>> pairs = zip(source.state_dict().values(), target.state_dict().values())
+        >>> all(torch.equal(a, b) for a, b in pairs)
+        True
+        """
         from ..checkpoint import from_official
 
         self.load_state_dict(from_official(state, self.config), strict=True)

@@ -47,6 +47,28 @@ class PackedBatch:
         (seq,) int64: ``-1`` for past tokens, ``k`` for tokens of the ``k``-th
         future patch (targets and known-future covariates). The layout is the
         same for every row.
+
+    Examples
+    --------
+    Two univariate series of 40 steps, to be forecast 20 steps ahead: three
+    past tokens (the first left-padded) and two future ones per series.
+
+    >>> import torch
+    >>> from moirai_moe_sk.model.packing import pack
+    >>> batch = pack(
+    ...     torch.randn(2, 40, 1),
+    ...     torch.ones(2, 40, 1, dtype=torch.bool),
+    ...     torch.zeros(2, 40, dtype=torch.bool),
+    ...     prediction_length=20,
+    ... )
+    >>> batch.target.shape
+    torch.Size([2, 5, 16])
+    >>> batch.context_tokens, batch.prediction_tokens, batch.num_variates
+    (3, 2, 1)
+    >>> batch.prediction_mask[0].tolist()
+    [False, False, False, True, True]
+    >>> batch.future_step.tolist()
+    [-1, -1, -1, 0, 1]
     """
 
     target: torch.Tensor
@@ -73,7 +95,29 @@ class PackedBatch:
         return torch.arange(d * c, d * (c + p), p, device=self.target.device)
 
     def inputs(self) -> dict[str, torch.Tensor]:
-        """Return the keyword arguments of :meth:`MoiraiMoEModel.forward`."""
+        """Return the keyword arguments of :meth:`MoiraiMoEModel.forward`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from moirai_moe_sk.model.packing import pack
+        >>> batch = pack(
+        ...     torch.randn(1, 32, 1),
+        ...     torch.ones(1, 32, 1, dtype=torch.bool),
+        ...     torch.zeros(1, 32, dtype=torch.bool),
+        ...     prediction_length=16,
+        ... )
+        >>> batch.inputs()["time_id"].tolist()
+        [[0, 1, 2]]
+
+        They feed the model directly:
+
+        >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+        >>> cfg = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+        >>> model = MoiraiMoEModel(cfg).eval()
+        >>> model(**batch.inputs()).batch_shape
+        torch.Size([1, 3, 16])
+        """
         return {
             "target": self.target,
             "observed_mask": self.observed_mask,
@@ -147,6 +191,35 @@ def pack(
     -------
     PackedBatch
         The packed tokens.
+
+    Examples
+    --------
+    A 24-step context (two patches), a 10-step horizon (one patch) and one
+    known-future covariate, which becomes variate 1:
+
+    >>> import torch
+    >>> from moirai_moe_sk.model.packing import pack
+    >>> batch = pack(
+    ...     torch.randn(1, 24, 1),
+    ...     torch.ones(1, 24, 1, dtype=torch.bool),
+    ...     torch.zeros(1, 24, dtype=torch.bool),
+    ...     prediction_length=10,
+    ...     feat_dynamic_real=torch.randn(1, 34, 1),
+    ...     observed_feat_dynamic_real=torch.ones(1, 34, 1, dtype=torch.bool),
+    ... )
+    >>> batch.variate_id.tolist(), batch.time_id.tolist()
+    ([[0, 0, 0, 1, 1, 1]], [[0, 1, 2, 0, 1, 2]])
+    >>> batch.prediction_mask.tolist()
+    [[False, False, True, False, False, False]]
+
+    A leading patch that is padding in every row is dropped:
+
+    >>> is_pad = torch.zeros(1, 32, dtype=torch.bool)
+    >>> is_pad[:, :20] = True
+    >>> pack(
+    ...     torch.randn(1, 32, 1), ~is_pad[..., None], is_pad, prediction_length=16
+    ... ).context_tokens
+    1
     """
     batch, context, dim = past_target.shape
     device = past_target.device

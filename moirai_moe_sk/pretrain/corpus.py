@@ -69,6 +69,14 @@ class CorpusSeries:
     period : int
         Seasonal period of the sampling frequency (12 monthly, 4 quarterly,
         1 yearly or none, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moirai_moe_sk.pretrain import CorpusSeries
+    >>> series = CorpusSeries("sktime/example", np.array([1.0, np.nan, 3.0]), 12)
+    >>> series.source, len(series)
+    ('sktime', 3)
     """
 
     name: str

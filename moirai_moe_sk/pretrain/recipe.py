@@ -72,6 +72,20 @@ def ffn_inputs(
     list of torch.Tensor
         Per layer, (tokens, d_model) representations of the real tokens
         (``sample_id != 0``), in float32 on the CPU.
+
+    Examples
+    --------
+    Two series of 64 steps, four patches each, through a one-layer model:
+
+    >>> import torch
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel, pack
+    >>> from moirai_moe_sk.pretrain.recipe import ffn_inputs
+    >>> model = MoiraiMoEModel(MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1))
+    >>> y = torch.randn(2, 64, 1, generator=torch.Generator().manual_seed(0))
+    >>> packed = pack(y, y == y, torch.zeros(2, 64, dtype=torch.bool), 16)
+    >>> # one layer; 2 series x (4 past + 1 future) tokens of width 64
+    >>> [x.shape for x in ffn_inputs(model, [packed.inputs()])]
+    [torch.Size([10, 64])]
     """
     layers = [
         layer
@@ -199,6 +213,27 @@ def sparse_from_dense(
     -------
     MoiraiMoEModel
         The sparse model, in training mode.
+
+    Examples
+    --------
+    The recipe on random data: dense model, k-means of its feed-forward
+    inputs, sparse model with those centroids:
+
+    >>> import torch
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel, pack
+    >>> from moirai_moe_sk.pretrain.recipe import (
+    ...     dense_config, ffn_inputs, kmeans, sparse_from_dense)
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=32, num_layers=1, num_experts=4)
+    >>> dense = MoiraiMoEModel(dense_config(config))
+    >>> y = torch.randn(4, 64, 1, generator=torch.Generator().manual_seed(0))
+    >>> packed = pack(y, y == y, torch.zeros(4, 64, dtype=torch.bool), 16)
+    >>> tokens = ffn_inputs(dense, [packed.inputs()])
+    >>> centroids = torch.stack([kmeans(x, config.num_experts) for x in tokens])
+    >>> sparse = sparse_from_dense(dense, config, centroids)
+    >>> torch.equal(sparse.in_proj.weight, dense.in_proj.weight)
+    True
+    >>> tuple(sparse.encoder.centroid.shape)  # (layer, expert, d_model)
+    (1, 4, 64)
     """
     mismatch = [
         f.name

@@ -969,7 +969,7 @@ def _kernel_terms(spec: KernelSpec, length: int) -> dict[int, np.ndarray]:
 
 
 def kernel_matrix(spec: KernelSpec, length: int) -> np.ndarray:
-    """Return the covariance matrix of a kernel on the grid ``0 .. length - 1``.
+    """Return the covariance matrix of a kernel on the steps 0 to ``length - 1``.
 
     Parameters
     ----------
@@ -1052,7 +1052,7 @@ def _cholesky(matrix: np.ndarray) -> np.ndarray:
 
 
 def sample_gp(spec: KernelSpec, length: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one sample of a zero-mean Gaussian process on ``0 .. length - 1``.
+    """Draw a zero-mean Gaussian-process sample at the steps 0 to ``length - 1``.
 
     Parameters
     ----------

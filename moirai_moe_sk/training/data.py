@@ -42,6 +42,21 @@ class TrainingSeries:
         (time, feature) finite covariate values aligned with ``target``.
     covariates_observed : np.ndarray or None
         (time, feature) bool observed mask of the covariates.
+
+    Examples
+    --------
+    A univariate series of 48 steps whose fifth value is missing (filled with
+    any finite value and marked unobserved), with one covariate:
+
+    >>> import numpy as np
+    >>> from moirai_moe_sk.training import TrainingSeries
+    >>> y = np.sin(np.arange(48.0) / 4)[:, None]
+    >>> observed = np.ones_like(y, dtype=bool)
+    >>> observed[4] = False
+    >>> x = np.arange(48.0)[:, None]
+    >>> s = TrainingSeries(y, observed, x, np.ones_like(x, dtype=bool))
+    >>> len(s), s.num_covariates
+    (48, 1)
     """
 
     target: np.ndarray

@@ -124,6 +124,21 @@ class TrainingConfig:
     progress : bool or None
         Show a tqdm progress bar; ``None`` shows it on an interactive terminal
         only.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.training import TrainingConfig
+    >>> config = TrainingConfig(strategy="lora", context_length=256,
+    ...                         prediction_length=32, lora_rank=4)
+    >>> config.window_length
+    288
+
+    Every field is checked, and a bad value is named:
+
+    >>> TrainingConfig(learning_rate=2.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate must be a number in (0, 1], got 2.0
     """
 
     strategy: str = "full"
@@ -218,7 +233,14 @@ class TrainingConfig:
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        """Names of all settings."""
+        """Names of all settings.
+
+        Examples
+        --------
+        >>> from moirai_moe_sk.training import TrainingConfig
+        >>> TrainingConfig.field_names()[:3]
+        ('strategy', 'context_length', 'prediction_length')
+        """
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @property
@@ -260,6 +282,26 @@ class FineTuneResult:
         without validation).
     trained_parameters : int
         Number of trained scalars.
+
+    Examples
+    --------
+    Fine-tuning only the head of a random tiny model for two steps:
+
+    >>> import numpy as np
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import TrainingConfig, TrainingSeries, fine_tune
+    >>> y = np.sin(np.arange(128) * 2 * np.pi / 12)[:, None]
+    >>> data = [TrainingSeries(y, np.ones_like(y, dtype=bool))]
+    >>> model = MoiraiMoEModel(
+    ...     MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    ... )
+    >>> result = fine_tune(model, data, TrainingConfig(
+    ...     strategy="head", context_length=64, prediction_length=16,
+    ...     max_steps=2, progress=False))
+    >>> [entry["step"] for entry in result.history]
+    [0, 1, 2]
+    >>> result.trained_parameters < sum(p.numel() for p in model.parameters())
+    True
     """
 
     model: MoiraiMoEModel
@@ -420,7 +462,46 @@ def validation_nll(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
 ) -> float | None:
-    """Mean next-patch NLL of the validation windows (None without any)."""
+    """Mean next-patch NLL of the validation windows (None without any).
+
+    Parameters
+    ----------
+    model : MoiraiMoEModel
+        The model to score (left in its training or eval mode afterwards).
+    series : sequence of TrainingSeries
+        The series the windows are cut from.
+    windows : sequence of WindowSpec
+        Validation windows; the patches their ``score_tokens`` name are scored.
+    batch_size : int
+        Windows per forward pass.
+    device : torch.device or str
+        Where to compute.
+
+    Returns
+    -------
+    float or None
+        The mean over (window, variate) groups of the mean NLL of their scored
+        values; None without windows.
+
+    Examples
+    --------
+    Score the last patch of a 64-step series, seen after its first three:
+
+    >>> import numpy as np
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import TrainingSeries, validation_nll
+    >>> from moirai_moe_sk.training.data import WindowSpec
+    >>> y = np.sin(np.arange(64.0) / 4)[:, None]
+    >>> series = [TrainingSeries(y, np.ones_like(y, dtype=bool))]
+    >>> window = WindowSpec(0, end=64, length=64, prediction_tokens=1, score_tokens=1)
+    >>> model = MoiraiMoEModel(
+    ...     MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    ... )
+    >>> isinstance(validation_nll(model, series, [window]), float)
+    True
+    >>> validation_nll(model, series, []) is None
+    True
+    """
     if not windows:
         return None
     was_training = model.training

@@ -41,6 +41,24 @@ def next_patch_nll(
     groups : torch.Tensor
         Scalar int, number of groups with at least one scored value; the loss
         is ``total / groups`` (summed over micro-batches first).
+
+    Examples
+    --------
+    The loss of a random tiny model on one window of 64 steps (four patches),
+    whose last patch is a prediction token:
+
+    >>> import numpy as np
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import TrainingSeries, next_patch_nll
+    >>> from moirai_moe_sk.training.data import WindowSpec, make_batch
+    >>> y = np.sin(np.arange(64.0) / 4)[:, None]
+    >>> series = [TrainingSeries(y, np.ones_like(y, dtype=bool))]
+    >>> batch = make_batch(series, [WindowSpec(0, 64, 64, 1)], patch_size=16)
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config).eval()
+    >>> total, groups = next_patch_nll(model(**batch.inputs), batch)
+    >>> int(groups), bool(total.isfinite())
+    (1, True)
     """
     inputs = batch.inputs
     d, c, b = batch.num_variates, batch.tokens, batch.size

@@ -41,6 +41,7 @@ __all__ = [
     "merge_lora",
 ]
 
+#: the fine-tuning strategies, the values of ``TrainingConfig.strategy``
 STRATEGIES = ("full", "head", "freeze-experts", "lora")
 
 _HEAD_PREFIXES = ("in_proj.", "res_proj.", "feat_proj.", "param_proj.")
@@ -127,6 +128,22 @@ def add_lora(
         Scale numerator; ``2 * rank`` by default (a scaling of 2).
     generator : torch.Generator, optional
         Source of the adapters' initial ``A``.
+
+    Examples
+    --------
+    ``B`` starts at zero, so the adapted model computes what the base did:
+
+    >>> import torch
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import add_lora, configure_trainable
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> before = model.encoder.layers[0].self_attn.q_proj.weight.clone()
+    >>> add_lora(model, rank=4, generator=torch.Generator().manual_seed(0))
+    >>> torch.equal(model.encoder.layers[0].self_attn.q_proj.weight, before)
+    True
+    >>> len(configure_trainable(model, "lora"))  # A and B of 4 + 3 weights
+    14
     """
     limit = max_lora_rank(model)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= limit:
@@ -152,7 +169,25 @@ def has_lora(model: nn.Module) -> bool:
 
 
 def merge_lora(model: nn.Module) -> None:
-    """Fold every adapter into its weight, in place (a plain model remains)."""
+    """Fold every adapter into its weight, in place (a plain model remains).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model with adapters (:func:`add_lora`); one without is left as it is.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import add_lora, merge_lora
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> model = MoiraiMoEModel(config)
+    >>> keys = set(model.state_dict())
+    >>> add_lora(model, rank=2)
+    >>> merge_lora(model)
+    >>> set(model.state_dict()) == keys  # plain weights again, same names
+    True
+    """
     for module in list(model.modules()):
         if parametrize.is_parametrized(module):
             names = list(module.parametrizations.keys())  # type: ignore[operator,union-attr]
@@ -170,6 +205,29 @@ def configure_trainable(
     For ``"lora"`` the adapters must already be attached (:func:`add_lora`).
     ``train_centroids`` turns the gate centroids (a buffer) into a trained
     parameter; :func:`freeze_centroids` turns them back.
+
+    Parameters
+    ----------
+    model : MoiraiMoEModel
+        The model, changed in place.
+    strategy : {"full", "head", "freeze-experts", "lora"}
+        Which weights train (see the module docstring).
+    train_centroids : bool
+        Also train the gate centroids.
+
+    Returns
+    -------
+    list of str
+        Names of the parameters that now require gradients.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+    >>> from moirai_moe_sk.training import configure_trainable
+    >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
+    >>> trained = configure_trainable(MoiraiMoEModel(config), "head")
+    >>> sorted({name.split(".")[0] for name in trained})
+    ['feat_proj', 'in_proj', 'param_proj', 'res_proj']
     """
     if strategy not in STRATEGIES:
         msg = f"unknown fine-tuning strategy {strategy!r}; choose from {STRATEGIES}"
