@@ -896,6 +896,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--batch-size", type=int, default=None, help="series decoded together")
     add(
+        "--decoding",
+        nargs="+",
+        choices=("exact", "fast"),
+        default=["exact"],
+        help="decoding modes to evaluate each checkpoint with (default: exact); "
+        "with several, labels get the mode appended",
+    )
+    add("--dtype", default=None, help="compute dtype of the checkpoints (bfloat16)")
+    add(
         "--fine-tune",
         choices=("full", "head", "freeze-experts", "lora"),
         metavar="STRATEGY",
@@ -949,14 +958,22 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "batch_size": args.batch_size,
         "device": args.device,
         "random_state": args.seed,
+        "dtype": args.dtype,
     }
-    for checkpoint, label in zip(
+    for checkpoint, base_label in zip(
         args.checkpoint, checkpoint_labels(args.checkpoint), strict=True
     ):
-        models.append(CheckpointModel(checkpoint, label=label, **params))
-        if args.fine_tune:
-            tuned = {**params, **args.fine_tune_params, "fit_strategy": args.fine_tune}
-            models.append(CheckpointModel(checkpoint, label=label, **tuned))
+        for mode in args.decoding:
+            label = base_label if len(args.decoding) == 1 else f"{base_label} {mode}"
+            mode_params = {**params, "decoding": mode}
+            models.append(CheckpointModel(checkpoint, label=label, **mode_params))
+            if args.fine_tune:
+                tuned = {
+                    **mode_params,
+                    **args.fine_tune_params,
+                    "fit_strategy": args.fine_tune,
+                }
+                models.append(CheckpointModel(checkpoint, label=label, **tuned))
     logger.info(
         "%s: %s; models: %s", sample, ", ".join(s.name for s in subsets), len(models)
     )
