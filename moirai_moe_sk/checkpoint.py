@@ -308,12 +308,14 @@ def from_official(
                     device=value.device,
                 )
             stacked[int(expert)] = value
+        # always copies: the result never aliases the input (for a lazily read
+        # file, it would keep the file mapped in memory for the model's life)
         elif key in multi:
-            out[key] = value[0].float()
+            out[key] = value[0].to(torch.float32, copy=True)
         elif key == "encoder.centroid":
-            out[key] = value.double()
+            out[key] = value.to(torch.float64, copy=True)
         else:
-            out[key] = value.float()
+            out[key] = value.to(torch.float32, copy=True)
     return out
 
 

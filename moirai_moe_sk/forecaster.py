@@ -522,7 +522,7 @@ class MoiraiMoEForecaster(BaseForecaster):
             return tuned
         model = getattr(self, "_model", None)
         if model is None:  # after unpickling
-            model = self._model = self._load_model()
+            model = self._model = self._load_model(self._torch_dtype)
         return model
 
     # ------------------------------------------------------------ training
@@ -715,7 +715,10 @@ class MoiraiMoEForecaster(BaseForecaster):
                 "load the checkpoint with MoiraiMoEModel.from_pretrained)"
             )
             raise NotFittedError(msg)
-        self._get_model().save_pretrained(save_directory)
+        tuned = getattr(self, "tuned_model_", None)
+        # the float32 weights, also when the layers compute in bfloat16
+        model = tuned if tuned is not None else self._load_model()
+        model.save_pretrained(save_directory)
 
     def _freq(self) -> Any:
         return getattr(self.cutoff, "freq", None)
@@ -741,11 +744,12 @@ class MoiraiMoEForecaster(BaseForecaster):
         pretrained = getattr(self, "tuned_model_", None) is not None
         if pretrained:  # after pretrain: keep its weights, y is only context
             self._model = None
+        elif self.fit_strategy == "zero-shot":  # only the model predict runs
+            self._model = self._load_model(self._torch_dtype)
         else:
             self._model = self._load_model()
-            if self.fit_strategy != "zero-shot":
-                horizon = self._train_horizon(fh, self._model.config.patch_size)
-                self._fine_tune(self._model, self._y_store, self._x_store, horizon)
+            horizon = self._train_horizon(fh, self._model.config.patch_size)
+            self._fine_tune(self._model, self._y_store, self._x_store, horizon)
         self.device_ = str(self._device)
         self.model_config_ = self._get_model().config
         return self

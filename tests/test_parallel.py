@@ -154,3 +154,20 @@ def test_fast_and_bfloat16_through_the_forecaster(tiny_checkpoint):
         assert float((other - exact).abs().to_numpy().max()) < 0.2 * level
     # the float32 model in the cache was not converted
     assert get_model(str(tiny_checkpoint)).encoder.compute_dtype == torch.float32
+
+
+def test_bfloat16_zero_shot_holds_one_model_and_saves_float32(
+    tiny_checkpoint, tmp_path
+):
+    from moirai_moe_sk._cache import clear_cache
+    from moirai_moe_sk.model import MoiraiMoEModel
+
+    clear_cache()
+    forecaster = _forecaster(tiny_checkpoint, dtype="bfloat16").fit(_panel(2))
+    forecaster.predict(fh=[1, 2])
+    assert cache_info()["models"] == 1  # the bf16 one only, not a float32 copy too
+    forecaster.save_pretrained(tmp_path)
+    saved = MoiraiMoEModel.from_pretrained(tmp_path)
+    original = MoiraiMoEModel.from_pretrained(tiny_checkpoint)
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(saved.state_dict()[name], tensor), name

@@ -34,6 +34,19 @@ from .packing import PackedBatch
 __all__ = ["decode_cached"]
 
 
+def _draw(
+    distr: PackedMixture,
+    index: torch.Tensor,
+    sample_shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    reference_rng: bool,
+) -> torch.Tensor:
+    """Sample the next patch of the tokens ``index``: (*sample_shape, ..., index, patch)."""
+    if reference_rng:  # draw for every token, as uni2ts does, then select
+        return distr.sample(sample_shape, generator).index_select(-2, index)
+    return distr.take(index).sample(sample_shape, generator)
+
+
 def _bias(
     layer: MoiraiMoEEncoderLayer,
     query_sid: torch.Tensor,
@@ -106,8 +119,13 @@ def decode_cached(
     packed: PackedBatch,
     num_samples: int,
     generator: torch.Generator | None = None,
+    reference_rng: bool = True,
 ) -> torch.Tensor:
     """Decode sample paths with context-only scaling and a key/value cache.
+
+    The first patch is drawn exactly as in exact mode (one pass over every
+    token of the ``batch`` sequences, whose past keys and values are the
+    cache), so both modes agree on it, draw for draw.
 
     Parameters
     ----------
@@ -119,6 +137,9 @@ def decode_cached(
         Sample paths per series.
     generator : torch.Generator, optional
         Random source.
+    reference_rng : bool
+        Draw the first patch for every token, as uni2ts does (see
+        :func:`~moirai_moe_sk.model.forecast`).
 
     Returns
     -------
@@ -137,29 +158,21 @@ def decode_cached(
     torch.Size([4, 1, 1, 48])
     """
     d, steps = packed.num_variates, packed.prediction_tokens
-    inputs = packed.inputs()
-    loc, scale = model.scale(
-        inputs["target"],
-        inputs["observed_mask"],
-        inputs["sample_id"],
-        inputs["variate_id"],
-        inputs["prediction_mask"],
-    )
-    scaled = (packed.target - loc) / scale
     encoder = model.encoder
     dtype = encoder.compute_dtype
     sid, tid, vid = packed.sample_id, packed.time_id, packed.variate_id
 
+    # the first patch as in exact mode; past tokens never attend to later ones,
+    # so their keys and values from this pass are the context cache
+    full: list[tuple[torch.Tensor, torch.Tensor]] = []
+    distr: PackedMixture = model(**packed.inputs(), kv_cache=full)
+    loc, scale = distr.loc, distr.scale
+    read = packed.last_context_index
+    first = _draw(distr, read, (num_samples,), generator, reference_rng)
+    patches = [first]  # (sample, batch, d, patch)
     past = torch.nonzero(packed.future_step < 0).squeeze(1)
-    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
-    reprs = encoder(
-        model.embed(scaled[:, past]), sid[:, past], tid[:, past], vid[:, past], cache
-    )
-    read = packed.last_context_index  # the target's past tokens come first
-    distr: PackedMixture = model.param_proj(
-        reprs.index_select(1, read), loc[:, read], scale[:, read]
-    )
-    patches = [distr.sample((num_samples,), generator)]  # (sample, batch, d, patch)
+    cache = [(k.index_select(2, past), v.index_select(2, past)) for k, v in full]
+    del full, distr
 
     context_sid, context_vid = sid[:, past], vid[:, past]
     path_kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in cache]

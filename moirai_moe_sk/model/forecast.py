@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .decoding import decode_cached
-from .distributions import PackedMixture
+from .decoding import _draw, decode_cached
 from .modeling import MoiraiMoEModel
 from .packing import PackedBatch, pack
 
@@ -69,19 +68,6 @@ def _check_inputs(
             raise ValueError(msg)
 
 
-def _draw(
-    distr: PackedMixture,
-    index: torch.Tensor,
-    sample_shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    reference_rng: bool,
-) -> torch.Tensor:
-    """Sample the next patch of the tokens ``index``: (*sample_shape, ..., index, patch)."""
-    if reference_rng:  # draw for every token, as uni2ts does, then select
-        return distr.sample(sample_shape, generator).index_select(-2, index)
-    return distr.take(index).sample(sample_shape, generator)
-
-
 @torch.inference_mode()
 def forecast_packed(
     model: MoiraiMoEModel,
@@ -107,7 +93,7 @@ def forecast_packed(
     generator : torch.Generator, optional
         Random source.
     reference_rng : bool
-        Exact mode only: draw as uni2ts does (see :func:`forecast`).
+        Draw (the first patch, in fast mode) as uni2ts does (see :func:`forecast`).
     decoding : {"exact", "fast"}
         Decoding algorithm (see :func:`forecast`).
 
@@ -133,7 +119,7 @@ def forecast_packed(
     d, c, steps = packed.num_variates, packed.context_tokens, packed.prediction_tokens
     batch, _, patch = packed.target.shape
     if decoding == "fast":
-        future = decode_cached(model, packed, num_samples, generator)
+        future = decode_cached(model, packed, num_samples, generator, reference_rng)
         future = future.reshape(num_samples, batch, d, steps * patch)
         return future.permute(1, 0, 3, 2)[:, :, :prediction_length]
 
@@ -227,7 +213,7 @@ def forecast(
     reference_rng : bool
         Draw for every token as uni2ts does (reproducible against it); False
         draws only the tokens needed, which is faster but consumes the random
-        stream differently. Exact mode only.
+        stream differently. In fast mode it applies to the first patch.
     decoding : {"exact", "fast"}
         ``"exact"`` (default) reproduces uni2ts: sampled patches join the
         scaler statistics, and every step re-encodes the sequence per sample

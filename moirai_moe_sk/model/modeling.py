@@ -224,6 +224,7 @@ class MoiraiMoEModel(nn.Module):
         patch_size: torch.Tensor | None = None,
         *,
         tokens: torch.Tensor | None = None,
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> PackedMixture:
         """Predict the distribution of each token's next patch.
 
@@ -251,6 +252,9 @@ class MoiraiMoEModel(nn.Module):
             The other tokens' distributions are computed from a zero
             representation and are meaningless; they keep the full shape so
             that sampling consumes the random stream as over all tokens.
+        kv_cache : list, optional
+            If given, each layer appends its attention keys and values (of the
+            encoded tokens) to it; see :mod:`moirai_moe_sk.model.decoding`.
 
         Returns
         -------
@@ -303,7 +307,9 @@ class MoiraiMoEModel(nn.Module):
         )
         scaled = (target - loc) / scale
         if tokens is None:
-            reprs = self.encoder(self.embed(scaled), sample_id, time_id, variate_id)
+            reprs = self.encoder(
+                self.embed(scaled), sample_id, time_id, variate_id, kv_cache
+            )
         else:
             reprs = scaled.new_zeros(*scaled.shape[:-1], self.config.d_model)
             reprs[:, tokens] = self.encoder(
@@ -311,6 +317,7 @@ class MoiraiMoEModel(nn.Module):
                 sample_id[:, tokens],
                 time_id[:, tokens],
                 variate_id[:, tokens],
+                kv_cache,
             )
         distr = self.param_proj(reprs, loc, scale)
         if len(lead) != 1:

@@ -79,6 +79,7 @@ def test_cached_decoding_equals_uncached_context_scaled_decoding(
         num_samples=5,
         generator=_gen(),
         decoding="fast",
+        reference_rng=False,
         **kwargs,
     )
     ours = samples.permute(1, 0, 3, 2)  # (sample, batch, variate, time)
@@ -96,6 +97,19 @@ def test_fast_and_exact_share_the_first_patch_and_then_differ(tiny_model):
     )
     torch.testing.assert_close(fast[:, :, :16], exact[:, :, :16])
     assert not torch.allclose(fast[:, :, 16:], exact[:, :, 16:])
+
+
+@pytest.mark.parametrize("horizon", [16, 40])
+def test_fast_draws_the_first_patch_as_exact_mode_does(tiny_model, horizon):
+    # with the reference random stream too, so for one-patch horizons fast
+    # decoding gives uni2ts' seeded numbers
+    y, observed, is_pad, kwargs = _inputs(3, 70, 2, horizon, True)
+    args = {"prediction_length": horizon, "num_samples": 6, **kwargs}
+    exact = forecast(tiny_model.eval(), y, observed, is_pad, generator=_gen(), **args)
+    fast = forecast(
+        tiny_model, y, observed, is_pad, generator=_gen(), decoding="fast", **args
+    )
+    torch.testing.assert_close(fast[:, :, :16], exact[:, :, :16], rtol=0, atol=0)
 
 
 def test_encoding_a_prefix_of_tokens_gives_the_same_distributions(tiny_model):
