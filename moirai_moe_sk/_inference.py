@@ -226,7 +226,8 @@ def forecast_chunk(job: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
     ``job`` holds the chunk's arrays (``target``, ``observed``, ``is_pad`` and
     optional covariates), ``steps`` (series, len(fh)) and ``seed``; ``meta`` the
     model source, ``device``, ``dtype``, ``prediction_length``,
-    ``num_samples``, ``decoding`` and ``reduce``, a function of the (series,
+    ``num_samples``, ``decoding``, ``reference_rng`` (optional, default True)
+    and ``reduce``, a function of the (series,
     sample, len(fh), variate) paths (``None`` returns the paths).
 
     Examples
@@ -266,6 +267,7 @@ def forecast_chunk(job: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
         past_observed_feat_dynamic_real=tensor("past_observed"),
         generator=generator,
         decoding=meta["decoding"],
+        reference_rng=meta.get("reference_rng", True),
     )
     samples = output.float().cpu().numpy().astype(np.float64)
     rows = np.arange(samples.shape[0])[:, None]

@@ -123,9 +123,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         * ``"fast"``: the scaler statistics come from the context only (as in
           training), so decoding can keep a key/value cache: the context is
           encoded once per series and each step encodes one token per sample
-          path. Many times faster for long horizons; the first patch is
-          identical, later ones differ slightly (measured in the documentation's
-          performance page).
+          path, and only the patches needed are sampled. Many times faster for
+          long horizons; the first patch has the same distribution, later ones
+          differ slightly (measured in the documentation's performance page).
     batch_size : int or None, default=None
         Number of series decoded together. ``None`` sizes each chunk from a
         working-memory budget of about 2 GiB
@@ -868,6 +868,9 @@ class MoiraiMoEForecaster(BaseForecaster):
             "prediction_length": horizon.prediction_length,
             "num_samples": int(self.num_samples),
             "decoding": self.decoding,
+            # exact mode keeps uni2ts' random stream (it samples every token);
+            # fast mode draws only the patches it needs
+            "reference_rng": self.decoding == "exact",
             "reduce": reduce,
         }
 
