@@ -119,7 +119,8 @@ class MoiraiMoEForecaster(BaseForecaster):
 
         * ``"exact"``: as the reference, uni2ts: sampled patches join the
           scaler statistics and every step re-encodes the sequence for every
-          sample path. Seeded forecasts reproduce uni2ts' own predictor.
+          sample path. Seeded forecasts reproduce uni2ts' own predictor when
+          both decode the same batches (one chunk; no left padding).
         * ``"fast"``: the scaler statistics come from the context only (as in
           training), so decoding can keep a key/value cache: the context is
           encoded once per series and each step encodes one token per sample
