@@ -47,35 +47,38 @@ def _draw(
     return distr.take(index).sample(sample_shape, generator)
 
 
-def _bias(
-    layer: MoiraiMoEEncoderLayer,
+def _masks(
     query_sid: torch.Tensor,
     query_vid: torch.Tensor,
     key_sid: torch.Tensor,
     key_vid: torch.Tensor,
-) -> torch.Tensor:
-    """Additive (batch, head, query, key) bias; keys are never later in time here."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, 1, query, key) ``allowed`` and ``same_variate`` masks.
+
+    Keys are never later in time than the queries here, so only the sample
+    ids decide what may be attended.
+    """
     allowed = (query_sid[:, :, None] == key_sid[:, None, :]).unsqueeze(1)
     same = (query_vid[:, :, None] == key_vid[:, None, :]).unsqueeze(1)
-    return layer.self_attn.var_attn_bias(allowed, same).float()
+    return allowed, same
 
 
 def _step_layer(
     layer: MoiraiMoEEncoderLayer,
     x: torch.Tensor,
     context_kv: tuple[torch.Tensor, torch.Tensor],
-    path_kv: list[tuple[torch.Tensor, torch.Tensor]],
-    context_bias: torch.Tensor,
-    path_bias: torch.Tensor,
+    path_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    masks: tuple[torch.Tensor, torch.Tensor],
     rope: tuple[torch.Tensor, torch.Tensor],
     centroid: torch.Tensor | None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Run one layer on the new tokens ``x`` (sample, batch, new, d_model).
 
     ``context_kv`` holds (batch, head, context, head_dim) keys and values shared
-    by all sample paths; ``path_kv`` collects (batch, head, sample, step,
-    head_dim) keys and values of each path's decoded tokens, the new ones
-    appended here.
+    by all sample paths; ``path_kv`` the (batch, head, sample, step, head_dim)
+    keys and values of each path's earlier decoded tokens (None at the first
+    step). ``masks`` cover the context keys, then the path's. Returns the new
+    tokens and the path's keys and values including theirs.
     """
     attn = layer.self_attn
     samples, batch, new, d_model = x.shape
@@ -86,10 +89,9 @@ def _step_layer(
         return t.view(samples, batch, heads, new, head_dim).permute(1, 2, 0, 3, 4)
 
     q, k, v = per_batch(q), per_batch(k), per_batch(v)
-    if path_kv:
-        k = torch.cat((path_kv[-1][0], k), dim=3)
-        v = torch.cat((path_kv[-1][1], v), dim=3)
-    path_kv.append((k, v))
+    if path_kv is not None:
+        k = torch.cat((path_kv[0], k), dim=3)
+        v = torch.cat((path_kv[1], v), dim=3)
     context_k, context_v = context_kv
     scale = head_dim**-0.5
     # the context is shared: fold the sample paths into the query dimension
@@ -99,7 +101,7 @@ def _step_layer(
     )
     path_scores = q @ k.transpose(-1, -2)
     scores = torch.cat((context_scores, path_scores), dim=-1).float() * scale
-    scores = scores + torch.cat((context_bias, path_bias), dim=-1).unsqueeze(2)
+    scores = scores + attn.var_attn_bias(*masks).float().unsqueeze(2)
     probs = torch.softmax(scores, dim=-1).to(q.dtype)
     n_context = context_k.shape[-2]
     out = (
@@ -110,7 +112,7 @@ def _step_layer(
     out = out.permute(2, 0, 3, 1, 4).reshape(samples, batch, new, d_model)
     x = x + attn.out_proj(out)
     moe_out, _ = layer.ffn(layer.norm2(x), centroid)
-    return x + moe_out
+    return x + moe_out, (k, v)
 
 
 @torch.inference_mode()
@@ -175,7 +177,7 @@ def decode_cached(
     del full, distr
 
     context_sid, context_vid = sid[:, past], vid[:, past]
-    path_kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in cache]
+    path_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None for _ in cache]
     path_sid, path_vid = sid[:, :0], vid[:, :0]
     for step in range(steps - 1):
         new = torch.nonzero(packed.future_step == step).squeeze(1)  # targets first
@@ -187,23 +189,19 @@ def decode_cached(
         path_vid = torch.cat((path_vid, new_vid), dim=1)
         cos, sin = encoder.rotary.tables(tid[:, new].repeat(num_samples, 1))
         rope = (cos.to(dtype), sin.to(dtype))
+        # the same masks for every layer (only the learned bias values differ)
+        masks = _masks(
+            new_sid,
+            new_vid,
+            torch.cat((context_sid, path_sid), dim=1),
+            torch.cat((context_vid, path_vid), dim=1),
+        )
         for index, module in enumerate(encoder.layers):
             layer = cast("MoiraiMoEEncoderLayer", module)
             centroid = None if encoder.centroid is None else encoder.centroid[index]
-            context_bias = _bias(layer, new_sid, new_vid, context_sid, context_vid)
-            path_bias = _bias(layer, new_sid, new_vid, path_sid, path_vid)
-            x = _step_layer(
-                layer,
-                x,
-                cache[index],
-                path_kv[index],
-                context_bias,
-                path_bias,
-                rope,
-                centroid,
+            x, path_kv[index] = _step_layer(
+                layer, x, cache[index], path_kv[index], masks, rope, centroid
             )
-            if len(path_kv[index]) > 1:  # keep only the growing concatenation
-                del path_kv[index][0]
         reprs = encoder.norm(x[:, :, :d].float())
         distr = model.param_proj(reprs, loc[:, new[:d]], scale[:, new[:d]])
         patches.append(distr.sample((1,), generator).squeeze(0))
