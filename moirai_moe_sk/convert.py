@@ -259,7 +259,9 @@ def _split(
     names = list(frame.index.names[:-1])
     keys: list[Key] = []
     frames: dict[Key, pd.DataFrame] = {}
-    for key, part in frame.groupby(level=levels, sort=False):
+    # a one-level list warns on pandas 2.x (FutureWarning): pass the level itself
+    by = levels[0] if len(levels) == 1 else levels
+    for key, part in frame.groupby(level=by, sort=False):
         tkey = key if isinstance(key, tuple) else (key,)
         keys.append(tkey)
         frames[tkey] = part.droplevel(levels)
@@ -447,11 +449,21 @@ def _impute(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return filled, observed
 
 
-def resolve_context_length(context_length: int | None, store: SeriesStore) -> int:
-    """Return the context length: the given one, or the longest series (capped)."""
+def resolve_context_length(
+    context_length: int | None,
+    store: SeriesStore,
+    recommended: int | None = None,
+) -> int:
+    """Return the context length.
+
+    The given one; else the longest series, capped at the checkpoint's
+    ``recommended`` context (its config's ``context_length``) or, when it
+    states none, at :data:`DEFAULT_MAX_CONTEXT`.
+    """
     if context_length is not None:
         return int(context_length)
-    return min(store.longest(), DEFAULT_MAX_CONTEXT)
+    cap = DEFAULT_MAX_CONTEXT if recommended is None else int(recommended)
+    return min(store.longest(), cap)
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,84 @@ def test_statsmodels_baselines_say_what_is_missing(monkeypatch):
         ev.make_baseline("arima")
 
 
+def test_statsforecast_intervals_give_the_quantile_levels():
+    assert ev.SF_INTERVALS == (20, 40, 60, 80, 95)
+    keys = [ev._statsforecast_key(q) for q in ev.LEVELS]
+    assert keys == [
+        "lo-95",
+        "lo-80",
+        "lo-60",
+        "lo-40",
+        "lo-20",
+        "mean",
+        "hi-20",
+        "hi-40",
+        "hi-60",
+        "hi-80",
+        "hi-95",
+    ]
+
+
+def test_statsforecast_baselines_on_a_few_series(full_subsets):
+    # QNG13 (10 values): statsforecast's AutoETS warns (divide by zero) on its
+    # saturated candidates, which the harness silences, not counts as a failure
+    quarterly = next(s for s in full_subsets if s.key == "m1_quarterly")
+    yearly = next(s for s in full_subsets if s.key == "m3_yearly")
+    subsets = [
+        ev.Subset(
+            "m1_quarterly",
+            tuple(s for s in quarterly.series if s.name in ("QNG13", "QRI3")),
+        ),
+        ev.Subset("m3_yearly", yearly.series[:2]),
+    ]
+    for name in ("sf_autoets", "sf_autotheta", "sf_autoarima"):
+        baseline = ev.make_baseline(name)
+        assert baseline.name == name
+        for subset in subsets:
+            forecast = baseline.forecast(subset)
+            assert forecast.failures == 0, (name, subset.key)
+            assert forecast.levels.shape == (2, len(ev.LEVELS), subset.horizon)
+            assert np.all(np.isfinite(forecast.levels))
+            # AutoTheta's bounds are quantiles of simulated paths, its median
+            # the point forecast: on QRI3 that lies above its 20% interval
+            bounds = np.delete(forecast.levels, ev.LEVELS.index(0.5), axis=1)
+            assert np.all(np.diff(bounds, axis=1) >= 0)
+            if name != "sf_autotheta":
+                assert np.all(np.diff(forecast.levels, axis=1) >= 0)
+            np.testing.assert_array_equal(forecast.point, forecast.quantile(0.5))
+            if name == "sf_autotheta":  # simulated, with statsforecast's seed
+                again = baseline.forecast(subset)
+                np.testing.assert_array_equal(again.levels, forecast.levels)
+            row = ev.score(subset, forecast)
+            assert np.isfinite(row["MASE"]), (name, subset.key)
+            assert np.isfinite(row["WQL"]), (name, subset.key)
+            assert 0 <= row["coverage_80"] <= row["coverage_95"] <= 1
+
+
+def test_statsforecast_baseline_falls_back_to_seasonal_naive_and_counts():
+    subset = _toy_subset()
+
+    class Broken:
+        def forecast(self, y, h, level):
+            return {"mean": np.full(h, np.nan)}  # no intervals, not finite
+
+    forecast = ev.StatsForecastBaseline("broken", lambda period: Broken()).forecast(
+        subset
+    )
+    assert forecast.failures == 3
+    snaive = ev.NaiveBaseline(seasonal=True).forecast(subset).point
+    np.testing.assert_array_equal(forecast.point, snaive)
+    for level in ev.LEVELS:
+        np.testing.assert_array_equal(forecast.quantile(level), snaive)
+
+
+def test_statsforecast_baselines_say_what_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "statsforecast", None)
+    for name in ("sf_autoets", "sf_autotheta", "sf_autoarima"):
+        with pytest.raises(ModuleNotFoundError, match="needs statsforecast"):
+            ev.make_baseline(name)
+
+
 def test_evaluate_adds_the_reference_and_aggregates():
     subsets = [_toy_subset(), _toy_subset(period=1, key="m3_yearly")]
     table = ev.evaluate(subsets, [ev.NaiveBaseline(seasonal=False)])
@@ -261,6 +339,57 @@ def test_evaluate_adds_the_reference_and_aggregates():
     # yearly: naive is seasonal naive
     assert rows["MASE_rel"].iloc[1] == 1.0
     assert aggregate.loc["naive", "series"] == 6
+    # two subsets: no six-subset aggregate
+    assert ev.AGGREGATE_SIX not in table["subset"].tolist()
+
+
+def test_harness_runs_the_statsforecast_baselines_and_the_six_subset_rows(
+    tmp_path,
+):
+    csv, markdown = tmp_path / "r.csv", tmp_path / "r.md"
+    names = ["sf_autoets", "sf_autotheta", "sf_autoarima"]
+    argv = ["--sample", "7", "--baselines", *names]
+    table = ev.run([*argv, "--csv", str(csv), "--markdown", str(markdown)])
+    aggregates = (ev.AGGREGATE, ev.AGGREGATE_SIX)
+    assert table["model"].unique().tolist() == ["seasonal_naive", *names]
+    assert len(table) == 4 * 7 + 4 * 2
+    per_subset = table[~table["subset"].isin(aggregates)]
+    for name in names:
+        rows = per_subset[per_subset["model"] == name]
+        assert rows["series"].tolist() == [1] * 7
+        for column in ("MASE", "sMAPE", "WQL", "MASE_rel", "WQL_rel"):
+            assert np.all(np.isfinite(rows[column])), (name, column)
+        for column in ("coverage_80", "coverage_95"):
+            assert rows[column].between(0, 1).all(), (name, column)
+        assert rows["failures"].sum() == 0, name
+
+    # the six-subset row: M1 and M3 yearly, quarterly, monthly, not M3 other
+    six = table[table["subset"] == ev.AGGREGATE_SIX].set_index("model")
+    assert six.index.tolist() == ["seasonal_naive", *names]
+    assert six.loc["seasonal_naive", "MASE_rel"] == 1.0
+    for name in names:
+        rows = per_subset[
+            (per_subset["model"] == name) & (per_subset["subset"] != "M3 other")
+        ]
+        assert len(rows) == 6
+        expected = np.exp(np.log(rows["MASE_rel"].to_numpy(dtype=float)).mean())
+        assert six.loc[name, "MASE_rel"] == pytest.approx(expected)
+        expected = np.exp(np.log(rows["WQL_rel"].to_numpy(dtype=float)).mean())
+        assert six.loc[name, "WQL_rel"] == pytest.approx(expected)
+        assert six.loc[name, "series"] == 6
+        # coverage pooled over the six subsets' test values (one series each)
+        weights = rows["horizon"]
+        pooled = (rows["coverage_80"] * weights).sum() / weights.sum()
+        assert six.loc[name, "coverage_80"] == pytest.approx(pooled)
+        seven = per_subset[per_subset["model"] == name]
+        assert table[(table["model"] == name) & (table["subset"] == ev.AGGREGATE)][
+            "MASE_rel"
+        ].item() == pytest.approx(ev.geometric_mean(seven["MASE_rel"]))
+
+    written = pd.read_csv(csv)
+    assert (written["subset"] == ev.AGGREGATE_SIX).sum() == 4
+    text = markdown.read_text()
+    assert f"| {ev.AGGREGATE_SIX} | sf_autotheta | 6 |" in text
 
 
 def test_harness_runs_a_checkpoint_end_to_end(tiny_checkpoint, tmp_path, capsys):
@@ -288,8 +417,9 @@ def test_harness_runs_a_checkpoint_end_to_end(tiny_checkpoint, tmp_path, capsys)
     table = ev.run(argv)
     name = f"moirai-moe[{tiny_checkpoint.name}]"
     assert table["model"].unique().tolist() == ["naive", "seasonal_naive", name]
-    assert len(table) == 3 * 7 + 3
-    moirai = table[(table["model"] == name) & (table["subset"] != ev.AGGREGATE)]
+    assert len(table) == 3 * 7 + 3 * 2  # the all and six aggregates
+    aggregates = (ev.AGGREGATE, ev.AGGREGATE_SIX)
+    moirai = table[(table["model"] == name) & ~table["subset"].isin(aggregates)]
     assert moirai["series"].tolist() == [2] * 7
     for column in ("MASE", "sMAPE", "WQL", "MASE_rel", "WQL_rel"):
         assert np.all(np.isfinite(moirai[column])), column

@@ -50,7 +50,13 @@ OFFICIAL_KEYS = (
     "scaling",
 )
 #: Keys this package adds for its own models; written only when not default.
-EXTENSION_KEYS = ("num_experts", "num_experts_per_token", "gate", "gate_selection")
+EXTENSION_KEYS = (
+    "num_experts",
+    "num_experts_per_token",
+    "gate",
+    "gate_selection",
+    "context_length",
+)
 
 
 class ConfigError(ValueError):
@@ -107,6 +113,11 @@ class MoiraiMoEConfig:
         Which centroids the centroid gate picks. The released weights were
         trained with the *farthest* ones (uni2ts uses ``topk(largest=True)`` on
         distances); ``"nearest"`` is offered for new models.
+    context_length : int or None
+        The context the checkpoint was trained for and recommends, in steps:
+        the forecaster's default context when the user sets none. None (the
+        released weights, which do not state one) leaves the forecaster's
+        own rule (the longest series, capped).
 
     Examples
     --------
@@ -137,11 +148,22 @@ class MoiraiMoEConfig:
     num_experts_per_token: int = 2
     gate: Literal["centroid", "linear"] = "centroid"
     gate_selection: Literal["farthest", "nearest"] = "farthest"
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and normalise sequences to tuples."""
         object.__setattr__(self, "patch_sizes", tuple(self.patch_sizes))
         object.__setattr__(self, "mixture_components", tuple(self.mixture_components))
+        if self.context_length is not None and (
+            not isinstance(self.context_length, int)
+            or isinstance(self.context_length, bool)
+            or self.context_length < 1
+        ):
+            msg = (
+                "context_length must be a positive integer or None, got "
+                f"{self.context_length!r}"
+            )
+            raise ConfigError(msg)
         for name in ("d_model", "d_ff", "num_layers", "max_seq_len", "num_experts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -60,7 +60,12 @@ from ..training.engine import TrainingConfig, _loss, _lr_factor, _optimizer
 from ..training.engine import validation_nll as _validation_nll
 from .corpus import load_corpus
 from .recipe import dense_config, ffn_inputs, kmeans, sparse_from_dense
-from .synthetic import SyntheticConfig, to_training_series
+from .synthetic import (
+    SyntheticConfig,
+    multivariate_series,
+    to_training_series,
+    tsmixup,
+)
 
 __all__ = ["VARIANTS", "PretrainConfig", "main", "pretrain"]
 
@@ -69,7 +74,13 @@ logger = logging.getLogger(__name__)
 #: the variants a run can train after the shared dense stage
 VARIANTS = ("centroid", "linear", "dense")
 
-_STAGE_IDS = {"dense": 0, "centroid": 1, "linear": 2, "dense-continued": 3}
+_STAGE_IDS = {
+    "dense": 0,
+    "centroid": 1,
+    "linear": 2,
+    "dense-continued": 3,
+    "continued": 4,
+}
 _CHECKPOINT = "checkpoint.safetensors"
 _RUN_FILE = "run.json"
 _CENTROIDS = "centroids.safetensors"
@@ -95,6 +106,21 @@ class PretrainConfig:
         Length range of the synthetic series.
     real_fraction : float
         Probability that a window comes from the real corpus, in [0, 1].
+    mixup_fraction : float
+        Probability that a window comes from a TSMixup series
+        (:func:`.synthetic.tsmixup` of synthetic and real series), in [0, 1]
+        with ``real_fraction + mixup_fraction <= 1``.
+    multivariate_fraction : float
+        Probability that a whole batch is drawn from the synthetic
+        multivariate and covariate series (:func:`.synthetic.multivariate_series`;
+        a batch holds windows of one shape), in [0, 1].
+    kind_weights : dict or None
+        Relative frequency of the synthetic kinds
+        (:data:`.synthetic.DEFAULT_WEIGHTS` when None).
+    init_checkpoint : str or None
+        Continue from this sparse checkpoint (folder or bundled name) instead
+        of the dense stage and k-means: one ``continued`` stage of
+        ``sparse_steps`` steps, the checkpoint's shape fields must match.
     validation_series : int
         Held-out synthetic series (another seed) for the validation NLL.
     dense_steps, sparse_steps : int
@@ -140,6 +166,10 @@ class PretrainConfig:
     min_length: int = 24
     max_length: int = 512
     real_fraction: float = 0.1
+    mixup_fraction: float = 0.0
+    multivariate_fraction: float = 0.0
+    kind_weights: dict[str, float] | None = None
+    init_checkpoint: str | None = None
     validation_series: int = 256
     dense_steps: int = 4000
     sparse_steps: int = 8000
@@ -155,8 +185,16 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask_ratio", tuple(self.mask_ratio))
-        if not 0.0 <= self.real_fraction <= 1.0:
-            msg = f"real_fraction must be in [0, 1], got {self.real_fraction}"
+        for name in ("real_fraction", "mixup_fraction", "multivariate_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                msg = f"{name} must be in [0, 1], got {value}"
+                raise ValueError(msg)
+        if self.real_fraction + self.mixup_fraction > 1.0:
+            msg = (
+                "real_fraction + mixup_fraction must be at most 1, got "
+                f"{self.real_fraction} + {self.mixup_fraction}"
+            )
             raise ValueError(msg)
         for name in (
             "synthetic_series",
@@ -184,7 +222,15 @@ class PretrainConfig:
             raise ValueError(msg)
         self.model_config("centroid")  # validates the shape fields
         self.training_config(1)  # validates the optimisation fields
-        SyntheticConfig(min_length=self.min_length, max_length=self.max_length)
+        self.synthetic_config()
+
+    def synthetic_config(self) -> SyntheticConfig:
+        """Return the synthetic generator's settings of this run."""
+        return SyntheticConfig(
+            min_length=self.min_length,
+            max_length=self.max_length,
+            weights=None if self.kind_weights is None else dict(self.kind_weights),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
@@ -302,27 +348,78 @@ class PretrainConfig:
 # ------------------------------------------------------------------- data
 @dataclasses.dataclass
 class _Pool:
+    """The training series and the validation windows of a run.
+
+    Series are ``n_synthetic`` synthetic, then ``n_real`` real, then
+    ``n_mixup`` TSMixup, then the multivariate ones; :func:`_step_windows`
+    draws from each part.
+    """
+
     series: list[TrainingSeries]
     n_synthetic: int
     validation: list[TrainingSeries]
     validation_windows: list[WindowSpec]
+    n_real: int = 0
+    n_mixup: int = 0
+    #: indices of the multivariate series, grouped by (variates, covariates)
+    multivariate: list[list[int]] = dataclasses.field(default_factory=list)
+
+
+def _multivariate_pool(config: PretrainConfig, seed: int) -> list[TrainingSeries]:
+    synthetic = config.synthetic_config()
+    n = max(1, config.synthetic_series // 4)
+    out = []
+    for index in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+        low, high = math.log(synthetic.min_length), math.log(synthetic.max_length + 1)
+        length = min(int(math.exp(rng.uniform(low, high))), synthetic.max_length)
+        length = max(length, synthetic.min_length)
+        target, covariates = multivariate_series(length, rng)
+        observed = np.ones_like(target, dtype=bool)
+        out.append(
+            TrainingSeries(
+                target,
+                observed,
+                covariates,
+                None if covariates is None else np.ones_like(covariates, dtype=bool),
+            )
+        )
+    return out
 
 
 def _build_pool(config: PretrainConfig) -> _Pool:
-    synthetic = SyntheticConfig(
-        min_length=config.min_length, max_length=config.max_length
-    )
+    synthetic = config.synthetic_config()
     start = time.perf_counter()
-    train = to_training_series(
-        synthetic.generate(config.synthetic_series, seed=config.seed)
-    )
+    raw = synthetic.generate(config.synthetic_series, seed=config.seed)
+    train = to_training_series(raw)
     real: list[TrainingSeries] = []
-    if config.real_fraction > 0:
+    real_values: list[np.ndarray] = []
+    if config.real_fraction > 0 or config.mixup_fraction > 0:
         corpus = load_corpus(min_length=config.patch_size + 1)
-        real = to_training_series([s.values for s in corpus])
-        if not real:
+        real_values = [s.values for s in corpus]
+        real = to_training_series(real_values)
+        if config.real_fraction > 0 and not real:
             msg = "real_fraction > 0 but no real series could be loaded"
             raise RuntimeError(msg)
+    mixup: list[TrainingSeries] = []
+    if config.mixup_fraction > 0:
+        rng = np.random.default_rng([config.seed, 11])
+        sources = [v for v in raw + real_values if len(v) > config.patch_size]
+        mixed = [
+            tsmixup(sources, rng, max_length=config.max_length)
+            for _ in range(max(1, config.synthetic_series // 4))
+        ]
+        mixup = to_training_series([m for m in mixed if len(m) > config.patch_size])
+    multi: list[TrainingSeries] = []
+    groups: list[list[int]] = []
+    offset = len(train) + len(real) + len(mixup)
+    if config.multivariate_fraction > 0:
+        multi = _multivariate_pool(config, config.seed + 2_000_003)
+        by_key: dict[tuple[int, int], list[int]] = {}
+        for index, s in enumerate(multi):
+            key = (s.target.shape[1], s.num_covariates)
+            by_key.setdefault(key, []).append(offset + index)
+        groups = [by_key[key] for key in sorted(by_key)]
     validation = to_training_series(
         synthetic.generate(config.validation_series, seed=config.seed + 1_000_003)
     )
@@ -330,13 +427,24 @@ def _build_pool(config: PretrainConfig) -> _Pool:
     lengths = [len(s) for s in validation]
     windows = _draw(rng, lengths, range(len(lengths)), config)
     logger.info(
-        "data: %d synthetic and %d real series, %d validation windows (%.1f s)",
+        "data: %d synthetic, %d real, %d TSMixup and %d multivariate series, "
+        "%d validation windows (%.1f s)",
         len(train),
         len(real),
+        len(mixup),
+        len(multi),
         len(windows),
         time.perf_counter() - start,
     )
-    return _Pool(train + real, len(train), validation, windows)
+    return _Pool(
+        train + real + mixup + multi,
+        len(train),
+        validation,
+        windows,
+        n_real=len(real),
+        n_mixup=len(mixup),
+        multivariate=groups,
+    )
 
 
 def _draw(
@@ -364,12 +472,34 @@ def _step_windows(
 ) -> list[WindowSpec]:
     """Draw the windows of ``step`` of ``stage``: a function of the seed only."""
     rng = np.random.default_rng([config.seed, _STAGE_IDS[stage], step])
-    n_real = len(pool.series) - pool.n_synthetic
-    real = rng.random(config.batch_size) < (config.real_fraction if n_real else 0.0)
+    batch = config.batch_size
+    if config.mixup_fraction == 0 and config.multivariate_fraction == 0:
+        # the original recipe's stream, kept so that its runs reproduce
+        n_real = len(pool.series) - pool.n_synthetic
+        real = rng.random(batch) < (config.real_fraction if n_real else 0.0)
+        indices = np.where(
+            real,
+            pool.n_synthetic + rng.integers(0, max(n_real, 1), batch),
+            rng.integers(0, pool.n_synthetic, batch),
+        )
+        return _draw(rng, lengths, indices.tolist(), config)
+    if pool.multivariate and rng.random() < config.multivariate_fraction:
+        group = pool.multivariate[int(rng.integers(len(pool.multivariate)))]
+        chosen = np.asarray(group)[rng.integers(0, len(group), batch)]
+        return _draw(rng, lengths, chosen.tolist(), config)
+    u = rng.random(batch)
+    real_end = config.real_fraction if pool.n_real else 0.0
+    mixup_end = real_end + (config.mixup_fraction if pool.n_mixup else 0.0)
+    real_start = pool.n_synthetic
+    mixup_start = real_start + pool.n_real
     indices = np.where(
-        real,
-        pool.n_synthetic + rng.integers(0, max(n_real, 1), config.batch_size),
-        rng.integers(0, pool.n_synthetic, config.batch_size),
+        u < real_end,
+        real_start + rng.integers(0, max(pool.n_real, 1), batch),
+        np.where(
+            u < mixup_end,
+            mixup_start + rng.integers(0, max(pool.n_mixup, 1), batch),
+            rng.integers(0, pool.n_synthetic, batch),
+        ),
     )
     return _draw(rng, lengths, indices.tolist(), config)
 
@@ -582,6 +712,40 @@ def _centroids(
     return centroids
 
 
+_SHAPE_FIELDS = (
+    "d_model",
+    "d_ff",
+    "num_layers",
+    "num_experts",
+    "num_experts_per_token",
+    "patch_sizes",
+)
+
+
+def _continued_start(config: PretrainConfig) -> MoiraiMoEModel:
+    """Load ``config.init_checkpoint``, checked against the run's shape fields."""
+    assert config.init_checkpoint is not None
+    model = load_checkpoint(MoiraiMoEModel, config.init_checkpoint)
+    expected = config.model_config("centroid")
+    differ = [
+        f"{name}: checkpoint {getattr(model.config, name)!r}, run "
+        f"{getattr(expected, name)!r}"
+        for name in _SHAPE_FIELDS
+        if getattr(model.config, name) != getattr(expected, name)
+    ]
+    if differ:
+        msg = (
+            f"init_checkpoint {config.init_checkpoint!r} does not have the run's "
+            f"model shape ({'; '.join(differ)}); set the shape fields to match"
+        )
+        raise ValueError(msg)
+    if model.config.max_seq_len < expected.max_seq_len:
+        state = model.state_dict()
+        model = MoiraiMoEModel(model.config.replace(max_seq_len=expected.max_seq_len))
+        model.load_state_dict(state, strict=True)
+    return model
+
+
 def _new_model(config: MoiraiMoEConfig, seed: int) -> MoiraiMoEModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -642,7 +806,11 @@ def pretrain(
     folder.mkdir(parents=True, exist_ok=True)
     run_file = folder / _RUN_FILE
     if run_file.is_file():
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        # settings added since a run started keep their defaults
+        saved = {
+            **PretrainConfig().to_dict(),
+            **json.loads(run_file.read_text(encoding="utf-8")),
+        }
         if saved != config.to_dict():
             diff = sorted(
                 k
@@ -657,6 +825,25 @@ def pretrain(
     else:
         _write_json(run_file, config.to_dict())
     device = torch.device(device)
+    if config.init_checkpoint is not None:
+        if list(variants) != ["centroid"]:
+            msg = (
+                "a run continued from init_checkpoint trains the checkpoint's own "
+                f"model only (variants ['centroid']), got {list(variants)}"
+            )
+            raise ValueError(msg)
+        start = _continued_start(config)
+        pool = _build_pool(config)
+        _train_stage(
+            start,
+            pool,
+            config,
+            "continued",
+            config.sparse_steps,
+            folder / "continued",
+            device,
+        )
+        return {"centroid": folder / "continued" / "model"}
     pool = _build_pool(config)
     dense = _train_stage(
         _new_model(config.model_config("dense"), config.seed),

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_WEIGHTS",
     "KINDS",
+    "MULTIVARIATE_KINDS",
     "NOISE_KINDS",
     "PERIODS",
     "SyntheticConfig",
@@ -86,6 +87,7 @@ __all__ = [
     "kernel_matrix",
     "kernel_synth_series",
     "level_shift_series",
+    "multivariate_series",
     "noise",
     "random_kernel",
     "random_walk_series",
@@ -93,6 +95,7 @@ __all__ = [
     "seasonal_series",
     "to_training_series",
     "trend_series",
+    "tsmixup",
 ]
 
 #: The kinds of synthetic series, in a fixed order.
@@ -1492,3 +1495,165 @@ def to_training_series(arrays: Sequence[np.ndarray]) -> list[TrainingSeries]:
         )
         out.append(TrainingSeries(target, observed))
     return out
+
+
+# ------------------------------------------------ mixtures and multivariate
+def _standardise(values: np.ndarray) -> np.ndarray:
+    """Scale to unit mean absolute value (a constant series stays as it is)."""
+    magnitude = float(np.mean(np.abs(values)))
+    return values / magnitude if magnitude > 0 else values
+
+
+def tsmixup(
+    arrays: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    max_components: int = 3,
+    alpha: float = 1.5,
+    max_length: int | None = None,
+) -> np.ndarray:
+    """One TSMixup series: a convex combination of up to ``max_components`` series.
+
+    As in Chronos' TSMixup: ``k`` uniform in ``1..max_components`` series are
+    drawn from ``arrays``, cropped to a common length at random offsets, each
+    scaled to unit mean absolute value, and mixed with Dirichlet(``alpha``)
+    weights. NaN stay NaN (a missing value in any component is missing).
+
+    Parameters
+    ----------
+    arrays : sequence of numpy.ndarray
+        (time,) source series (at least one).
+    rng : numpy.random.Generator
+        Source of randomness.
+    max_components : int
+        Most series mixed.
+    alpha : float
+        Dirichlet concentration of the mixing weights.
+    max_length : int or None
+        Cap on the mixed series' length.
+
+    Returns
+    -------
+    numpy.ndarray
+        (time,) values, ``time`` the shortest chosen length (capped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = tsmixup([np.arange(1.0, 50.0), np.ones(30)], rng)
+    >>> 1 <= len(y) <= 49
+    True
+    """
+    if not arrays:
+        msg = "tsmixup needs at least one source series"
+        raise ValueError(msg)
+    k = int(rng.integers(1, max_components + 1))
+    chosen = [arrays[int(i)] for i in rng.integers(0, len(arrays), k)]
+    length = min(len(a) for a in chosen)
+    if max_length is not None:
+        length = min(length, max_length)
+    weights = rng.dirichlet(np.full(k, alpha))
+    out = np.zeros(length)
+    for weight, values in zip(weights, chosen, strict=True):
+        start = int(rng.integers(0, len(values) - length + 1))
+        out = out + weight * _standardise(np.asarray(values[start : start + length]))
+    return out
+
+
+#: Kinds of synthetic multivariate series drawn by :func:`multivariate_series`.
+MULTIVARIATE_KINDS: tuple[str, ...] = ("factor", "lagged", "covariate")
+_BASE_KINDS = ("seasonal", "ets", "random_walk", "ar", "trend", "kernel_synth")
+
+
+def _base_series(length: int, rng: np.random.Generator) -> np.ndarray:
+    kind = _BASE_KINDS[int(rng.integers(len(_BASE_KINDS)))]
+    return _standardise(np.asarray(_GENERATORS[kind](length, rng), dtype=float))
+
+
+def _covariate_path(length: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw a covariate: promotion-like on/off blocks, a smooth driver or a season."""
+    choice = int(rng.integers(3))
+    if choice == 0:  # blocks of 1..8 steps switched on with a small rate
+        x = np.zeros(length)
+        t = 0
+        while t < length:
+            t += int(rng.geometric(rng.uniform(0.05, 0.3)))
+            width = int(rng.integers(1, 9))
+            x[t : t + width] = 1.0
+            t += width
+        return x
+    if choice == 1:
+        return _base_series(length, rng)
+    period = _choose_period(rng, length) or max(2, length // 2)
+    return np.sin(2 * np.pi * np.arange(length) / period + rng.uniform(0, 2 * np.pi))
+
+
+def multivariate_series(
+    length: int, rng: np.random.Generator, *, kind: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Draw a synthetic multivariate series, or a target with a known covariate.
+
+    Kinds:
+
+    ``factor``
+        2 or 3 variates sharing a common component (each its own mixing
+        weight, noise and scale).
+    ``lagged``
+        2 variates, the second following the first with a lag of 1-12 steps.
+    ``covariate``
+        One target that responds (with a lag of 0-2 steps) to one covariate
+        known over the whole window: on/off blocks (promotions), a smooth
+        driver or a seasonal regressor.
+
+    Parameters
+    ----------
+    length : int
+        Number of steps.
+    rng : numpy.random.Generator
+        Source of randomness.
+    kind : str or None
+        One of :data:`MULTIVARIATE_KINDS`; random when None.
+
+    Returns
+    -------
+    target : numpy.ndarray
+        (time, variate) values.
+    covariates : numpy.ndarray or None
+        (time, 1) covariate values for ``covariate``, else None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = multivariate_series(100, np.random.default_rng(0), kind="covariate")
+    >>> y.shape, x.shape
+    ((100, 1), (100, 1))
+    """
+    length = _check_length(length, 8)
+    if kind is None:
+        kind = MULTIVARIATE_KINDS[int(rng.integers(len(MULTIVARIATE_KINDS)))]
+    if kind not in MULTIVARIATE_KINDS:
+        msg = f"kind must be one of {MULTIVARIATE_KINDS}, got {kind!r}"
+        raise ValueError(msg)
+    scales = np.exp(rng.uniform(np.log(1e-1), np.log(1e4), 3))
+    if kind == "factor":
+        dim = int(rng.integers(2, 4))
+        common = _base_series(length, rng)
+        columns = []
+        for i in range(dim):
+            w = rng.uniform(0.3, 0.95)
+            own = _base_series(length, rng)
+            columns.append(scales[i] * (w * common + (1 - w) * own))
+        return np.column_stack(columns), None
+    if kind == "lagged":
+        lag = int(rng.integers(1, min(13, max(2, length // 4))))
+        lead = _base_series(length + lag, rng)
+        follow = lead[:length] + rng.uniform(0.05, 0.4) * rng.standard_normal(length)
+        return np.column_stack([scales[0] * lead[lag:], scales[1] * follow]), None
+    x = _covariate_path(length, rng)
+    lag = int(rng.integers(0, 3))
+    effect = np.concatenate([np.zeros(lag), x[: length - lag]]) if lag else x
+    beta = rng.uniform(0.5, 3.0) * (1 if rng.random() < 0.8 else -1)
+    base = _base_series(length, rng)
+    target = scales[0] * (base + beta * effect * float(np.mean(np.abs(base))))
+    return target[:, None], x[:, None]

@@ -502,3 +502,104 @@ def test_module_entry_point_prints_help():
     assert "usage: python -m moirai_moe_sk.pretrain" in done.stdout
     assert "--variants" in done.stdout
     assert "--set" in done.stdout
+
+
+# ------------------------------------------- TSMixup, multivariate, continuing
+def test_mixup_and_multivariate_windows_come_from_their_parts_of_the_pool():
+    config = _config(
+        real_fraction=0.0, mixup_fraction=0.5, multivariate_fraction=0.3, batch_size=32
+    )
+    pool = run._build_pool(config)
+    assert pool.n_mixup > 0
+    assert pool.multivariate
+    lengths = [len(s) for s in pool.series]
+    first_mixup = pool.n_synthetic + pool.n_real  # the corpus is a mixing source
+    mixup = range(first_mixup, first_mixup + pool.n_mixup)
+    multi = {i for group in pool.multivariate for i in group}
+    kinds = {"mixup": 0, "synthetic": 0, "multivariate": 0}
+    for step in range(60):
+        windows = run._step_windows(pool, lengths, config, "continued", step)
+        layouts = {
+            (
+                pool.series[w.series].target.shape[1],
+                pool.series[w.series].num_covariates,
+            )
+            for w in windows
+        }
+        assert len(layouts) == 1  # a batch holds windows of one shape
+        if windows[0].series in multi:
+            assert all(w.series in multi for w in windows)
+            kinds["multivariate"] += 1
+            continue
+        for w in windows:
+            kinds["mixup" if w.series in mixup else "synthetic"] += 1
+            assert w.series not in multi
+    assert 5 <= kinds["multivariate"] <= 35  # about 30% of 60 batches
+    share = kinds["mixup"] / (kinds["mixup"] + kinds["synthetic"])
+    assert 0.35 < share < 0.65
+    # a multivariate and a covariate layout both occur
+    layouts = {
+        (pool.series[g[0]].target.shape[1], pool.series[g[0]].num_covariates)
+        for g in pool.multivariate
+    }
+    assert (1, 1) in layouts
+    assert any(dim > 1 for dim, _ in layouts)
+
+
+def test_the_original_recipe_draws_the_same_windows_as_before():
+    # with the new fractions at 0, _step_windows keeps the original stream
+    # (real/synthetic draw, real index, synthetic index), so committed runs
+    # of the original recipe reproduce
+    config = _config(real_fraction=0.0)
+    pool = run._build_pool(config)
+    assert pool.n_mixup == 0
+    assert not pool.multivariate
+    lengths = [len(s) for s in pool.series]
+    windows = run._step_windows(pool, lengths, config, "dense", 2)
+    rng = np.random.default_rng([config.seed, run._STAGE_IDS["dense"], 2])
+    rng.random(config.batch_size)
+    rng.integers(0, 1, config.batch_size)
+    indices = rng.integers(0, pool.n_synthetic, config.batch_size)
+    assert [w.series for w in windows] == indices.tolist()
+
+
+def test_a_run_continues_from_a_checkpoint_and_resumes(tmp_path, monkeypatch):
+    base = pretrain(tmp_path / "base", _config())["centroid"]
+    config = _config(init_checkpoint=str(base), mixup_fraction=0.2, sparse_steps=5)
+    _interrupt_at(monkeypatch, "continued", 3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "cont", config)
+    monkeypatch.undo()
+    out = pretrain(tmp_path / "cont", config)["centroid"]
+    again = pretrain(tmp_path / "fresh", config)["centroid"]
+    _assert_same_weights(out, again)  # resumed = uninterrupted
+    start, trained = _weights(base), _weights(out)
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+    assert torch.equal(start["encoder.centroid"], trained["encoder.centroid"])
+    assert not (tmp_path / "cont" / "dense").exists()  # no dense stage
+
+
+def test_continuing_needs_the_checkpoints_shape(tmp_path):
+    base = pretrain(tmp_path / "base", _config())["centroid"]
+    with pytest.raises(ValueError, match="d_model: checkpoint 64, run 128"):
+        pretrain(tmp_path / "x", _config(init_checkpoint=str(base), d_model=128))
+    with pytest.raises(ValueError, match="variants"):
+        pretrain(
+            tmp_path / "y",
+            _config(init_checkpoint=str(base)),
+            variants=("centroid", "linear"),
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"mixup_fraction": 1.5}, "mixup_fraction must be in"),
+        ({"multivariate_fraction": -0.1}, "multivariate_fraction must be in"),
+        ({"real_fraction": 0.6, "mixup_fraction": 0.6}, "at most 1"),
+        ({"kind_weights": {"seasonl": 1.0}}, "weights name kinds"),
+    ],
+)
+def test_new_data_settings_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**overrides)

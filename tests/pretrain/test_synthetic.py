@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from moirai_moe_sk.convert import causal_mean_impute
-from moirai_moe_sk.pretrain import KINDS, SyntheticConfig, generate, to_training_series
+from moirai_moe_sk.pretrain import (
+    KINDS,
+    SyntheticConfig,
+    generate,
+    synthetic,
+    to_training_series,
+)
 from moirai_moe_sk.pretrain.synthetic import (
     PERIODS,
     ar_series,
@@ -511,3 +517,50 @@ def test_gp_samples_of_simple_kernels_look_right():
     for _ in range(30):
         y = kernel_synth_series(128, rng)
         assert np.isfinite(y).all()
+
+
+# ------------------------------------------------ TSMixup and multivariate
+def test_tsmixup_is_a_convex_mix_of_standardised_crops():
+    rng = np.random.default_rng(0)
+    a, b = np.full(40, 5.0), np.full(30, -2.0)
+    for _ in range(20):
+        y = synthetic.tsmixup([a, b], rng, max_components=2)
+        assert len(y) in (30, 40)  # the shortest chosen length
+        # unit-magnitude constants mixed with weights summing to 1
+        assert np.allclose(y, y[0])
+        assert -1.0 <= y[0] <= 1.0
+    capped = synthetic.tsmixup([np.arange(1.0, 500.0)], rng, max_length=64)
+    assert len(capped) == 64
+    with pytest.raises(ValueError, match="at least one"):
+        synthetic.tsmixup([], rng)
+
+
+@pytest.mark.parametrize("kind", synthetic.MULTIVARIATE_KINDS)
+def test_multivariate_series_have_their_kinds_layout(kind):
+    rng = np.random.default_rng(1)
+    for length in (8, 50, 700):
+        target, covariates = synthetic.multivariate_series(length, rng, kind=kind)
+        assert target.shape[0] == length
+        assert np.isfinite(target).all()
+        if kind == "covariate":
+            assert target.shape[1] == 1
+            assert covariates.shape == (length, 1)
+        else:
+            assert target.shape[1] >= 2
+            assert covariates is None
+
+
+def test_multivariate_variates_are_related():
+    rng = np.random.default_rng(2)
+    corr = []
+    for _ in range(30):
+        target, _ = synthetic.multivariate_series(300, rng, kind="lagged")
+        lead, follow = target[:, 0], target[:, 1]
+        # the follower is the leader shifted: a lagged correlation exists
+        best = max(
+            abs(np.corrcoef(lead[: 300 - k], follow[k:])[0, 1]) for k in range(13)
+        )
+        corr.append(best)
+    assert np.median(corr) > 0.8
+    with pytest.raises(ValueError, match="kind must be one of"):
+        synthetic.multivariate_series(50, rng, kind="other")
