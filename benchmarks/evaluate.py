@@ -709,7 +709,7 @@ class CheckpointModel:
     **params
         Further ``MoiraiMoEForecaster`` parameters (``context_length``,
         ``num_samples``, ``batch_size``, ``random_state``, ``device``,
-        ``fit_strategy``, ``max_epochs``, ...).
+        ``fit_strategy``, ``max_steps``, ...).
     """
 
     def __init__(self, checkpoint: str, *, label: str | None = None, **params: Any):
@@ -1062,7 +1062,7 @@ def _parser() -> argparse.ArgumentParser:
         default={},
         metavar="JSON",
         help="further MoiraiMoEForecaster parameters of the fine-tuned models, e.g. "
-        '\'{"learning_rate": 1e-4, "max_epochs": 5}\'',
+        '\'{"learning_rate": 1e-4, "max_steps": 500}\'',
     )
     add("--device", default="auto", help="torch device of the checkpoints")
     add("--seed", type=int, default=0, help="random_state of the models")

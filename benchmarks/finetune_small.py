@@ -9,10 +9,11 @@ at scales spread over four orders of magnitude, all observed.
 
 Each strategy (``full``, ``head``, ``freeze-experts``, ``lora``) runs
 :func:`moirai_moe_sk.training.fine_tune` in a fresh Python process, so that its
-peak resident memory (``ru_maxrss``) is its own. A full epoch of the panel is
-1,000 windows; on a 2-core CPU the default budget is ``--max-steps 20``
-optimiser steps of ``--batch-size 32`` windows, plus the engine's validation
-pass over every series before and after training. The report gives, per
+peak resident memory (``ru_maxrss``) is its own. On a 2-core CPU the budget
+is ``--max-steps 20`` optimiser steps of ``--batch-size 32`` windows (drawn
+among the panel's admissible windows), plus the engine's validation pass over
+every series before and after training (one validation at the end:
+``eval_every`` is the step budget). The report gives, per
 strategy: trained parameters, optimiser steps, windows trained, total wall time
 of ``fine_tune``, the time of each validation pass, the rest of the call outside
 the optimiser steps (model copy, weight snapshots), seconds per optimiser step
@@ -180,6 +181,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         learning_rate=args.learning_rate,
         max_epochs=args.max_epochs,
         max_steps=args.max_steps,
+        eval_every=args.max_steps,
         batch_size=args.batch_size,
         micro_batch_size=args.micro_batch_size,
         gradient_checkpointing=args.gradient_checkpointing,
@@ -202,7 +204,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "model_parameters": sum(p.numel() for p in model.parameters()),
         "trained_parameters": result.trained_parameters,
         "steps": steps,
-        "epochs": int(result.history[-1]["epoch"]),
+        "epochs": float(result.history[-1]["epoch"]),
         "windows": windows,
         "wall_s": total,
         "validation_s": validation,
@@ -218,7 +220,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "initial_val_nll": result.initial_val_nll,
         "best_val_nll": result.best_val_nll,
         "last_val_nll": result.history[-1]["val_nll"],
-        "best_epoch": result.best_epoch,
+        "best_step": result.best_step,
         "threads": torch.get_num_threads(),
     }
 
@@ -338,8 +340,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=32, help="windows per optimiser step")
     add("--micro-batch-size", type=int, help="windows per forward/backward pass")
     add("--max-steps", type=int, default=20, help="optimiser steps per strategy")
-    add("--max-epochs", type=int, default=10)
-    add("--learning-rate", type=float, default=1e-4)
+    add("--max-epochs", type=int, default=None)
+    add("--learning-rate", type=float, default=None, help="default: per strategy")
     add("--gradient-checkpointing", action="store_true")
     add("--threads", type=int, help="torch threads (torch's default otherwise)")
     add("--seed", type=int, default=0)
@@ -413,7 +415,7 @@ def main() -> None:
     print()
     print(
         "wall s: the whole fine_tune call; validation s: each validation pass "
-        "(before training, after each epoch); other s: the rest outside the "
+        "(before and after training); other s: the rest outside the "
         "optimiser steps (model copy, adapters, weight snapshots, merge); s/step "
         "(mean), median s/step and windows/s: optimiser steps only."
     )

@@ -13,8 +13,8 @@ Here the bundled model ``moirai-moe-sk-tiny`` is tuned on the airline data of
 1949-1958 (two cross-validation folds of 12 months), then the winner forecasts
 the held-out years 1959-1960. ``max_steps`` keeps fine-tuning to a few
 optimiser steps so that the example runs in seconds on a laptop CPU; real
-fine-tuning runs longer (``max_epochs``, early stopping on the held-out end of
-each series, the best weights restored).
+fine-tuning runs longer (by default 200 to 1,000 steps planned from the data,
+early stopping on the held-out end of each series, the best weights restored).
 """
 
 # %%
@@ -88,9 +88,10 @@ print(f"best: {search.best_params_}")
 # %%
 # On one short series, fine-tuning has little to learn from, and it is built
 # not to make things worse: it holds out the end of each series, validates
-# after every epoch and keeps the best weights, the starting ones included. A
+# ten times a run and keeps the best weights, the starting ones included. A
 # candidate scoring exactly like zero-shot is one whose validation likelihood
-# never improved, so it kept the checkpoint's weights. Two folds of 12 months
+# never improved, so it kept the checkpoint's weights (a ``FineTuneWarning``
+# says so, and ``best_step_`` is 0). Two folds of 12 months
 # are also a noisy guide: compare the held-out scores below. Fine-tuning pays
 # off more reliably with more data, such as a whole panel (``fit`` or
 # ``pretrain`` on it; see the README's M3 monthly result).
@@ -113,8 +114,9 @@ print(f"held-out MASE, 'head' fine-tuned at 1e-3: {score_tuned:.3f}")
 # %%
 # Training history and forecasts
 # ------------------------------
-# A fine-tuned forecaster keeps its per-epoch training and validation
-# likelihood in ``training_history_`` (epoch 0: the starting weights).
+# A fine-tuned forecaster keeps its training and validation likelihood at each
+# validation in ``training_history_`` (step 0: the starting weights; ``epoch``
+# counts the admissible windows trained so far).
 history = tuned.training_history_
 print(
     history[["epoch", "step", "train_nll", "val_nll"]].round(3).to_string(index=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .model.config import ConfigError
 
-__all__ = ["CheckpointError", "ConfigError"]
+__all__ = ["CheckpointError", "ConfigError", "FineTuneWarning"]
 
 
 class CheckpointError(ValueError):
@@ -30,4 +30,20 @@ class CheckpointError(ValueError):
     Traceback (most recent call last):
     ...
     moirai_moe_sk.exceptions.CheckpointError: checkpoint 'no such model' is neither ...
+    """
+
+
+class FineTuneWarning(UserWarning):
+    """Fine-tuning kept the starting weights: no trained step validated better.
+
+    The forecasts then equal the zero-shot ones. The message gives the
+    validation NLL before and after and the settings to change
+    (``learning_rate``, ``max_steps``, ``validation_fraction``). Silence it
+    with ``warnings.filterwarnings("ignore", category=FineTuneWarning)``.
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.exceptions import FineTuneWarning
+    >>> issubclass(FineTuneWarning, UserWarning)
+    True
     """

@@ -102,7 +102,10 @@ class MoiraiMoEForecaster(BaseForecaster):
           hub cache.
     context_length : int or None, default=None
         Number of most recent steps of each series the model sees. ``None``
-        uses the longest series, capped at 1024 steps
+        uses the longest series, capped at the context the checkpoint states
+        it was trained for (its config's ``context_length``; 512 for
+        ``moirai-moe-sk-tiny``) or, for checkpoints that state none (the
+        released ones), at 1024 steps
         (``moirai_moe_sk.convert.DEFAULT_MAX_CONTEXT``). Shorter series are
         left-padded; cost grows quadratically with ``context_length / 16``.
     num_samples : int, default=100
@@ -163,22 +166,27 @@ class MoiraiMoEForecaster(BaseForecaster):
           input projection, head);
         * ``"lora"``: low-rank adapters of rank ``lora_rank`` on the attention
           and expert projections, merged into plain weights after training.
-    learning_rate : float, default=1e-4
-        Peak AdamW learning rate of fine-tuning, in (0, 1].
-    max_epochs : int, default=10
-        Fine-tuning epochs at most (an epoch draws about one window per
-        ``context_length + horizon`` steps of every series).
+    learning_rate : float or None, default=None
+        Peak AdamW learning rate of fine-tuning, in (0, 1]; None takes the
+        strategy's default (``full`` 1e-4, ``head`` 1e-3, ``freeze-experts``
+        3e-4, ``lora`` 1e-3: :data:`moirai_moe_sk.training.DEFAULT_LEARNING_RATES`,
+        chosen by the committed sweep ``benchmarks/finetune_defaults.py``).
+    max_epochs : int or None, default=None
+        Fine-tuning epochs at most, an epoch being as many random windows as
+        the series have admissible ones (one per end point); None: no cap.
     max_steps : int or None, default=None
-        Optimiser steps at most, over all epochs.
+        Optimiser steps. None plans them from the data: one epoch, at least
+        200 and at most 1,000 steps (``train_params`` ``min_steps`` and
+        ``max_auto_steps`` move those bounds).
     train_batch_size : int, default=32
         Training windows per optimiser step.
     validation_fraction : float, default=0.1
         Fraction of each series held out at its end (at least the horizon,
-        in whole patches) to validate after every epoch; training stops early
+        in whole patches) to validate ten times a run; training stops early
         and restores the best weights, the starting ones included, so the
         validation likelihood never gets worse. 0 disables validation.
     patience : int, default=3
-        Epochs without validation improvement before stopping.
+        Validations (ten a run) without improvement before stopping.
     lora_rank : int, default=8
         Adapter rank for ``fit_strategy="lora"``.
     train_params : dict or None, default=None
@@ -208,10 +216,14 @@ class MoiraiMoEForecaster(BaseForecaster):
         The fine-tuned network (only after fine-tuning ``fit`` or ``pretrain``).
         Export it with :meth:`save_pretrained`.
     training_history_ : pd.DataFrame
-        One row per fine-tuning epoch (epoch 0: the starting weights) with the
-        step, training and validation NLL, learning rate and elapsed seconds.
-        Set by fine-tuning ``fit`` and by ``pretrain`` (an empty frame after a
-        ``"zero-shot"`` pretrain).
+        One row per validation (step 0: the starting weights) with the epochs
+        trained so far, the step, training and validation NLL, learning rate
+        and elapsed seconds. Set by fine-tuning ``fit`` and by ``pretrain``
+        (an empty frame after a ``"zero-shot"`` pretrain).
+    best_step_ : int
+        The step whose weights fine-tuning kept (0: the starting weights, in
+        which case a :class:`~moirai_moe_sk.exceptions.FineTuneWarning` said
+        so at ``fit``). After a second ``pretrain``, counted from the first.
 
     Notes
     -----
@@ -316,8 +328,8 @@ class MoiraiMoEForecaster(BaseForecaster):
         cache_dir=None,
         local_files_only=False,
         fit_strategy="zero-shot",
-        learning_rate=1e-4,
-        max_epochs=10,
+        learning_rate=None,
+        max_epochs=None,
         max_steps=None,
         train_batch_size=32,
         validation_fraction=0.1,
@@ -589,17 +601,27 @@ class MoiraiMoEForecaster(BaseForecaster):
                 store, x_store
             )
         ]
-        context_length = convert.resolve_context_length(self.context_length, store)
+        context_length = convert.resolve_context_length(
+            self.context_length, store, model.config.context_length
+        )
         config = self._training_config(context_length, prediction_length)
         result = fine_tune(model, series, config, device=self._device)
-        history = pd.DataFrame(result.history)
+        # NLL columns as floats (None: NaN) so that histories concatenate
+        history = pd.DataFrame(result.history).astype(
+            {"train_nll": float, "val_nll": float}
+        )
         previous = getattr(self, "training_history_", None)
+        best_step = result.best_step
         if previous is not None and len(previous):  # incremental pretraining
-            history["epoch"] += int(previous["epoch"].iloc[-1])
-            history["step"] += int(previous["step"].iloc[-1])
+            offset = int(previous["step"].iloc[-1])
+            history["epoch"] += float(previous["epoch"].iloc[-1])
+            history["step"] += offset
+            # kept starting weights are the previous run's kept ones
+            best_step = best_step + offset if best_step else self.best_step_
             history = pd.concat([previous, history.iloc[1:]], ignore_index=True)
         self.tuned_model_ = result.model
         self.training_history_ = history
+        self.best_step_ = best_step
 
     def _train_horizon(self, fh, patch_size: int) -> int:
         """Return the steps after the context in a training window.
@@ -829,7 +851,9 @@ class MoiraiMoEForecaster(BaseForecaster):
             future_x = convert.SeriesStore.from_sktime(X, "X", freq=store.freq)
         elif X is not None:
             logger.debug("X passed to predict without X in fit is ignored")
-        context_length = convert.resolve_context_length(self.context_length, store)
+        context_length = convert.resolve_context_length(
+            self.context_length, store, self.model_config_.context_length
+        )
         values = self._run_chunks(keys, horizon, future_x, context_length, reduce)
         return values, horizon, keys
 
@@ -1081,6 +1105,9 @@ class MoiraiMoEForecaster(BaseForecaster):
                 "max_steps": 2,
                 "train_batch_size": 4,
                 "learning_rate": 1e-3,
+                # train the two steps for real: with validation on sktime's
+                # short test series, the starting weights may win (a warning)
+                "validation_fraction": 0.0,
                 "random_state": 7,
             },
         ]

@@ -22,8 +22,10 @@ from sktime.split import ExpandingWindowSplitter, SingleWindowSplitter
 
 from moirai_moe_sk import _cache, training
 from moirai_moe_sk.checkpoint import PortableModel
+from moirai_moe_sk.exceptions import FineTuneWarning
 from moirai_moe_sk.forecaster import MoiraiMoEForecaster
 from moirai_moe_sk.model import MoiraiMoEConfig, MoiraiMoEModel
+from moirai_moe_sk.training import engine
 from moirai_moe_sk.training.strategies import max_lora_rank
 
 #: cheap fine-tuning: two optimiser steps, no validation (the trained weights
@@ -73,6 +75,20 @@ def _assert_same_weights(left: dict, right: dict) -> None:
 
 def _changed(left: dict, right: dict) -> set[str]:
     return {k for k, v in left.items() if not torch.equal(v, right[k])}
+
+
+def _spy_on_training_batches(monkeypatch) -> list[list]:
+    """Record the windows of every training step of the engine."""
+    steps: list[list] = []
+    loss = engine._loss
+
+    def spy(model, series, windows, micro, device, backward):
+        if backward:
+            steps.append(list(windows))
+        return loss(model, series, windows, micro, device, backward)
+
+    monkeypatch.setattr(engine, "_loss", spy)
+    return steps
 
 
 def _no_training(monkeypatch) -> None:
@@ -134,7 +150,10 @@ def test_fit_fine_tunes_on_a_series_then_forecasts_from_it(make):
     zero_shot = make(fit_strategy="zero-shot").fit(y, fh=[1, 2, 3])
     assert not hasattr(zero_shot, "tuned_model_")
     torch_state = torch.random.get_rng_state()
-    tuned = make(fit_strategy="full", max_steps=None, max_epochs=3).fit(y, fh=[1, 2, 3])
+    # 80 steps: 64 admissible windows, 4 steps of 16 an epoch; one epoch at most
+    tuned = make(
+        fit_strategy="full", max_steps=None, max_epochs=1, train_batch_size=16
+    ).fit(y, fh=[1, 2, 3])
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     history = tuned.training_history_
     assert list(history.columns) == [
@@ -145,9 +164,11 @@ def test_fit_fine_tunes_on_a_series_then_forecasts_from_it(make):
         "learning_rate",
         "seconds",
     ]
-    assert history["epoch"].tolist() == [0, 1, 2, 3]
-    assert history["step"].tolist() == [0, 1, 2, 3]  # one 4-window batch per epoch
+    # one row per validation step (every step of so short a run)
+    assert history["step"].tolist() == [0, 1, 2, 3, 4]
+    assert history["epoch"].tolist() == pytest.approx([0, 0.25, 0.5, 0.75, 1])
     assert np.isfinite(history["train_nll"].iloc[1:].to_numpy(float)).all()
+    assert tuned.best_step_ == 4  # no validation: the last weights
     assert isinstance(tuned.tuned_model_, MoiraiMoEModel)
     assert tuned.model_config_ == tuned.tuned_model_.config
     y_pred = tuned.predict()
@@ -161,20 +182,24 @@ def test_fit_fine_tunes_on_a_series_then_forecasts_from_it(make):
     pd.testing.assert_series_equal(tuned.predict(), y_pred)
 
 
-def test_fit_on_a_panel_trains_one_global_model_on_every_series(make):
+def test_fit_on_a_panel_trains_one_global_model_on_every_series(make, monkeypatch):
     y = _panel(lengths=(40, 45, 50))  # none longer than one 48 + 2 step window
     zero_shot = make().fit(y, fh=[1, 2])
+    steps = _spy_on_training_batches(monkeypatch)
     tuned = make(
         fit_strategy="full",
         context_length=48,
-        train_batch_size=1,
         max_steps=None,
-        max_epochs=2,
+        train_params={"min_steps": 2, "max_auto_steps": 5},
     ).fit(y, fh=[1, 2])
     assert not hasattr(tuned, "forecasters_")  # not vectorised per series
     assert isinstance(tuned.tuned_model_, MoiraiMoEModel)
-    # one window per series and epoch, one window per step: all 3 series train
-    assert tuned.training_history_["step"].tolist() == [0, 3, 6]
+    # 24 + 29 + 34 windows, 22 steps of 4 an epoch, capped to 5 steps
+    assert tuned.training_history_["step"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert tuned.training_history_["epoch"].iloc[-1] == pytest.approx(20 / 87, abs=1e-4)
+    # the windows of those steps come from all 3 series
+    assert len(steps) == 5
+    assert {w.series for windows in steps for w in windows} == {0, 1, 2}
     y_pred, y_zero = tuned.predict(), zero_shot.predict()
     assert y_pred.index.equals(y_zero.index)
     for key in ["s0", "s1", "s2"]:
@@ -281,21 +306,31 @@ def test_pretrain_then_fit_only_sets_the_context(make, monkeypatch):
 
 
 def test_a_second_pretrain_continues_training(make):
-    forecaster = make(fit_strategy="head", max_steps=None, max_epochs=2)
+    forecaster = make(fit_strategy="head", max_steps=3)
     forecaster.pretrain(_panel())
     first, weights = forecaster.training_history_.copy(), _weights(forecaster)
-    assert first["epoch"].tolist() == [0, 1, 2]
+    # windows of 32 steps after the context (no fh): 64 + 44 + 54 admissible
+    assert first["step"].tolist() == [0, 1, 2, 3]
+    assert first["epoch"].tolist() == pytest.approx(
+        [0, 4 / 162, 8 / 162, 12 / 162], abs=1e-4
+    )
+    assert forecaster.best_step_ == 3
     forecaster.fit(_series(), fh=[1])
     forecaster.pretrain(_panel(lengths=(90, 75)))
     history = forecaster.training_history_
     assert forecaster.state == "pretrained"
     pd.testing.assert_frame_equal(history.iloc[: len(first)], first)
-    assert history["epoch"].tolist() == [0, 1, 2, 3, 4]
-    assert history["step"].tolist() == [0, 1, 2, 3, 4]  # one step per epoch
+    # steps and epochs continue from the first pretrain's (74 + 59 windows now)
+    assert history["step"].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert history["epoch"].iloc[4:].tolist() == pytest.approx(
+        [12 / 162 + 4 * k / 133 for k in (1, 2, 3)], abs=2e-4
+    )
+    assert forecaster.best_step_ == 6
     assert _changed(weights, _weights(forecaster))
     # it continued from the first pretrain's weights, not from the checkpoint
-    again = make(fit_strategy="head", max_steps=None, max_epochs=2)
+    again = make(fit_strategy="head", max_steps=3)
     again.pretrain(_panel(lengths=(90, 75)))
+    assert again.best_step_ == 3
     assert _changed(_weights(again), _weights(forecaster))
 
 
@@ -493,42 +528,51 @@ def test_destructive_learning_rate_keeps_the_starting_weights(
     forecaster = make(
         fit_strategy=strategy,
         learning_rate=1.0,
-        max_steps=None,
-        max_epochs=3,
+        max_steps=6,
         train_batch_size=2,
         validation_fraction=0.2,
-    ).fit(y, fh=[1, 2])
+        train_params={"eval_every": 2},
+    )
+    with pytest.warns(FineTuneWarning, match="learning_rate"):
+        forecaster.fit(y, fh=[1, 2])
     val = forecaster.training_history_["val_nll"].to_numpy(float)
-    assert len(val) == 4
+    assert forecaster.training_history_["step"].tolist() == [0, 2, 4, 6]
     assert np.isfinite(val[0])
-    # every trained epoch is worse (or NaN), so epoch 0 is the best kept epoch
+    # every trained step is worse (or NaN), so step 0 is the best kept step
     assert not (val[1:] <= val[0]).any()
+    assert forecaster.best_step_ == 0
     start = MoiraiMoEModel.from_pretrained(tiny_checkpoint).state_dict()
     _assert_same_weights(forecaster.tuned_model_.state_dict(), start)
     zero_shot = make().fit(y, fh=[1, 2]).predict()
     pd.testing.assert_frame_equal(forecaster.predict(), zero_shot)
 
 
-def test_the_best_epoch_is_restored_not_the_last(make):
+def test_the_best_step_is_restored_not_the_last(make):
     y = _panel(lengths=(120, 120, 120, 120))
     params = {
         "fit_strategy": "lora",
         "learning_rate": 0.1,
-        "max_steps": None,
         "train_batch_size": 2,
         "validation_fraction": 0.2,
         "patience": 5,
-        # the steps of an epoch do not depend on max_epochs (no cosine decay)
-        "train_params": {"schedule": "constant"},
+        # the first steps do not depend on max_steps (no cosine decay)
+        "train_params": {"schedule": "constant", "eval_every": 2},
     }
-    # measured val NLL: 3.26, 3.01, 2.87, 2.86, 3.14, 3.11 (best: epoch 3)
-    forecaster = make(max_epochs=5, **params).fit(y, fh=[1, 2])
-    val = forecaster.training_history_["val_nll"].to_numpy(float)
+    # measured val NLL at steps 0, 2, ..., 12: 3.26, 3.15, 3.01, 3.06, 2.82,
+    # 2.85, 2.91 (best: step 8)
+    forecaster = make(max_steps=12, **params).fit(y, fh=[1, 2])
+    history = forecaster.training_history_
+    val = history["val_nll"].to_numpy(float)
+    assert history["step"].tolist() == [0, 2, 4, 6, 8, 10, 12]
     best = int(np.nanargmin(val))
-    assert val[best] <= val[0]
-    assert 0 < best < len(val) - 1  # a middle epoch: restoring it is visible
-    stopped = make(max_epochs=best, **params).fit(y, fh=[1, 2])
+    assert val[best] < val[0]
+    assert 0 < best < len(val) - 1  # a middle step: restoring it is visible
+    assert forecaster.best_step_ == history["step"].iloc[best]
+    stopped = make(max_steps=forecaster.best_step_, **params).fit(y, fh=[1, 2])
+    assert stopped.best_step_ == forecaster.best_step_
     _assert_same_weights(_weights(forecaster), _weights(stopped))
+    last = make(max_steps=12, **{**params, "validation_fraction": 0.0})
+    assert _changed(_weights(forecaster), _weights(last.fit(y, fh=[1, 2])))
 
 
 # --------------------------------------------------------- forecast quality
@@ -620,7 +664,7 @@ def test_fine_tuning_beats_seasonal_naive_on_a_learnable_panel(random_checkpoint
         num_samples=100,
         fit_strategy="full",
         learning_rate=3e-3,
-        max_epochs=40,
+        max_steps=160,  # validated every 16 steps
         train_batch_size=16,
         patience=10,
         train_params={"warmup_steps": 10, "prediction_length": 32},
@@ -643,7 +687,7 @@ def test_fine_tuning_beats_seasonal_naive_on_airline(random_checkpoint):
         num_samples=100,
         fit_strategy="full",
         learning_rate=3e-3,
-        max_epochs=300,  # one step per epoch: 300 steps on the one series
+        max_steps=300,  # windows ending anywhere in the one series
         train_batch_size=16,
         validation_fraction=0.0,  # 120 steps: every one is needed for training
         train_params={"warmup_steps": 10},

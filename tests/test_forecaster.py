@@ -14,6 +14,7 @@ from sktime.utils._testing.hierarchical import _make_hierarchical
 from moirai_moe_sk import _cache
 from moirai_moe_sk import model as model_module
 from moirai_moe_sk.forecaster import MoiraiMoEForecaster
+from moirai_moe_sk.training import DEFAULT_LEARNING_RATES
 
 
 @pytest.fixture
@@ -70,6 +71,32 @@ def test_constructor_stores_parameters_verbatim():
     assert MoiraiMoEForecaster().get_params()["checkpoint"] == (
         "Salesforce/moirai-moe-1.0-R-small"
     )
+
+
+def test_fine_tuning_defaults_are_planned_by_the_engine():
+    params = MoiraiMoEForecaster().get_params()
+    assert params["learning_rate"] is None
+    assert params["max_epochs"] is None
+    assert params["max_steps"] is None
+    # None: the strategy's learning rate, steps planned from the data
+    for strategy, rate in DEFAULT_LEARNING_RATES.items():
+        forecaster = MoiraiMoEForecaster(fit_strategy=strategy)
+        config = forecaster._training_config(context_length=64, prediction_length=16)
+        assert config.learning_rate == rate
+        assert config.max_epochs is None
+        assert config.max_steps is None
+        assert (config.min_steps, config.max_auto_steps) == (200, 1000)
+    # explicit values, and the engine's step budget through train_params
+    forecaster = MoiraiMoEForecaster(
+        fit_strategy="head",
+        learning_rate=0.01,
+        max_epochs=3,
+        train_params={"min_steps": 5, "max_auto_steps": 50, "eval_every": 7},
+    )
+    config = forecaster._training_config(context_length=64, prediction_length=16)
+    assert config.learning_rate == 0.01
+    assert config.max_epochs == 3
+    assert (config.min_steps, config.max_auto_steps, config.eval_every) == (5, 50, 7)
 
 
 @pytest.mark.parametrize("index_name", list(INDEXES))

@@ -225,7 +225,15 @@ class PretrainConfig:
         self.synthetic_config()
 
     def synthetic_config(self) -> SyntheticConfig:
-        """Return the synthetic generator's settings of this run."""
+        """Return the synthetic generator's settings of this run.
+
+        Examples
+        --------
+        >>> from moirai_moe_sk.pretrain.run import PretrainConfig
+        >>> config = PretrainConfig(kind_weights={"seasonal": 1.0, "ets": 1.0})
+        >>> config.synthetic_config().probabilities["seasonal"]
+        0.5
+        """
         return SyntheticConfig(
             min_length=self.min_length,
             max_length=self.max_length,
@@ -301,6 +309,7 @@ class PretrainConfig:
             num_experts_per_token=self.num_experts_per_token,
             gate="linear" if variant == "linear" else "centroid",
             gate_selection=self.gate_selection,  # type: ignore[arg-type]
+            context_length=self.context_length,  # stated in its config.json
         )
         return dense_config(sparse) if variant == "dense" else sparse
 
@@ -739,9 +748,13 @@ def _continued_start(config: PretrainConfig) -> MoiraiMoEModel:
             f"model shape ({'; '.join(differ)}); set the shape fields to match"
         )
         raise ValueError(msg)
-    if model.config.max_seq_len < expected.max_seq_len:
+    config_now = model.config.replace(
+        max_seq_len=max(model.config.max_seq_len, expected.max_seq_len),
+        context_length=config.context_length,
+    )
+    if config_now != model.config:
         state = model.state_dict()
-        model = MoiraiMoEModel(model.config.replace(max_seq_len=expected.max_seq_len))
+        model = MoiraiMoEModel(config_now)
         model.load_state_dict(state, strict=True)
     return model
 

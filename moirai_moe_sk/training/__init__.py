@@ -9,19 +9,30 @@ uses it for ``fit`` with a fine-tuning strategy and for ``pretrain``.
 from __future__ import annotations
 
 from .data import TrainingSeries
-from .engine import FineTuneResult, TrainingConfig, fine_tune, validation_nll
+from .engine import (
+    DEFAULT_LEARNING_RATES,
+    FineTuneResult,
+    TrainingConfig,
+    admissible_windows,
+    fine_tune,
+    planned_steps,
+    validation_nll,
+)
 from .objective import next_patch_nll
 from .strategies import STRATEGIES, add_lora, configure_trainable, merge_lora
 
 __all__ = [
+    "DEFAULT_LEARNING_RATES",
     "STRATEGIES",
     "FineTuneResult",
     "TrainingConfig",
     "TrainingSeries",
     "add_lora",
+    "admissible_windows",
     "configure_trainable",
     "fine_tune",
     "merge_lora",
     "next_patch_nll",
+    "planned_steps",
     "validation_nll",
 ]

@@ -2,11 +2,23 @@
 
 :func:`fine_tune` trains a *copy* of a :class:`MoiraiMoEModel` on a list of
 :class:`~moirai_moe_sk.training.data.TrainingSeries` with the next-patch NLL
-(:mod:`.objective`), AdamW and a warm-up plus cosine (or constant) schedule,
-validates on the held-out end of each series after every epoch, stops early
-and restores the best weights, where the starting weights are a candidate too:
-fine-tuning never returns a model with a worse validation NLL than it started
-from. It runs seeded and deterministic on the CPU, inside
+(:mod:`.objective`), AdamW and a warm-up plus cosine (or constant) schedule.
+
+Budget. Every step draws ``batch_size`` windows at random among *all*
+admissible windows of the training parts (every end point that leaves one
+input patch and one label patch, :func:`admissible_windows`), each with its
+own mask ratio, so even one short series gives many distinct windows. An
+*epoch* is as many windows as there are admissible ones. Without
+``max_steps`` the run takes one epoch's worth of steps, at least
+``min_steps`` and at most ``max_auto_steps`` (:func:`planned_steps`).
+
+Validation. The held-out end of each series is scored every ``eval_every``
+steps (ten times a run by default); training stops after ``patience``
+evaluations without improvement and restores the best weights, where the
+starting weights are a candidate too: fine-tuning never returns a model with
+a worse validation NLL than it started from. When the starting weights win, a
+:class:`~moirai_moe_sk.exceptions.FineTuneWarning` says so and names the
+settings to change. It runs seeded and deterministic on the CPU, inside
 :func:`torch.random.fork_rng` so that the caller's random state is untouched.
 """
 
@@ -19,6 +31,7 @@ import math
 import numbers
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,14 +40,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..exceptions import FineTuneWarning
 from ..model.modeling import MoiraiMoEModel
 from .data import (
     TrainingBatch,
     TrainingSeries,
     WindowSpec,
+    draw_window,
     make_batch,
-    sample_windows,
-    windows_per_epoch,
 )
 from .objective import next_patch_nll, scored_labels
 from .strategies import (
@@ -48,12 +61,25 @@ from .strategies import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_LEARNING_RATES",
     "HISTORY_COLUMNS",
     "FineTuneResult",
     "TrainingConfig",
+    "admissible_windows",
     "fine_tune",
+    "planned_steps",
     "validation_nll",
 ]
+
+#: Peak learning rate of each strategy when ``learning_rate`` is None, chosen
+#: by ``benchmarks/finetune_defaults.py`` (results in
+#: ``benchmarks/results/finetune_defaults.md``).
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "full": 1e-5,
+    "head": 1e-4,
+    "freeze-experts": 3e-5,
+    "lora": 1e-4,
+}
 
 _SCHEDULES = ("cosine", "constant")
 #: keys of each :attr:`FineTuneResult.history` entry, in order
@@ -73,13 +99,18 @@ class TrainingConfig:
     prediction_length : int
         Steps after the context in a training window; also the smallest
         validation tail.
-    learning_rate : float
-        Peak learning rate, in (0, 1].
-    max_epochs : int
-        Epochs at most; one epoch draws ``ceil(length / window)`` random
-        windows per series.
+    learning_rate : float or None
+        Peak learning rate, in (0, 1]; None takes the strategy's default from
+        :data:`DEFAULT_LEARNING_RATES` (the stored value is the resolved one).
+    max_epochs : int or None
+        Epochs at most, an epoch being as many windows as the training parts
+        have admissible windows; None sets no such cap.
     max_steps : int or None
-        Optimiser steps at most (over all epochs), if set.
+        Optimiser steps; None plans them from the data (:func:`planned_steps`).
+    min_steps, max_auto_steps : int
+        Floor and cap of the planned steps when ``max_steps`` is None.
+    eval_every : int or None
+        Steps between validations; None validates ten times a run.
     batch_size : int
         Windows per optimiser step.
     micro_batch_size : int or None
@@ -90,7 +121,7 @@ class TrainingConfig:
         up to whole patches) held out at its end for validation, in [0, 1);
         0 disables validation and early stopping.
     patience : int
-        Epochs without a validation improvement before stopping.
+        Validations without improvement before stopping.
     weight_decay : float
         AdamW decay, applied to weight matrices only (not to biases, norms).
     betas : tuple of float
@@ -135,6 +166,10 @@ class TrainingConfig:
 
     Every field is checked, and a bad value is named:
 
+    Without a learning rate, the strategy's default applies:
+
+    >>> TrainingConfig(strategy="lora").learning_rate
+    0.0001
     >>> TrainingConfig(learning_rate=2.0)
     Traceback (most recent call last):
     ...
@@ -144,9 +179,12 @@ class TrainingConfig:
     strategy: str = "full"
     context_length: int = 512
     prediction_length: int = 64
-    learning_rate: float = 1e-4
-    max_epochs: int = 10
+    learning_rate: float | None = None
+    max_epochs: int | None = None
     max_steps: int | None = None
+    min_steps: int = 200
+    max_auto_steps: int = 1000
+    eval_every: int | None = None
     batch_size: int = 32
     micro_batch_size: int | None = None
     validation_fraction: float = 0.1
@@ -171,16 +209,32 @@ class TrainingConfig:
         if self.strategy not in STRATEGIES:
             msg = f"unknown fine-tuning strategy {self.strategy!r}; choose from {STRATEGIES}"
             raise ValueError(msg)
-        for name in ("context_length", "prediction_length", "max_epochs", "batch_size"):
+        for name in (
+            "context_length",
+            "prediction_length",
+            "batch_size",
+            "min_steps",
+            "max_auto_steps",
+        ):
             _positive_int(name, getattr(self, name))
-        for name in ("max_steps", "micro_batch_size"):
+        for name in ("max_epochs", "max_steps", "micro_batch_size", "eval_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if self.max_auto_steps < self.min_steps:
+            msg = (
+                f"max_auto_steps ({self.max_auto_steps}) is below min_steps "
+                f"({self.min_steps})"
+            )
+            raise ValueError(msg)
         _positive_int("patience", self.patience)
         _positive_int("lora_rank", self.lora_rank)
         if not isinstance(self.warmup_steps, numbers.Integral) or self.warmup_steps < 0:
             msg = f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}"
             raise ValueError(msg)
+        if self.learning_rate is None:
+            object.__setattr__(
+                self, "learning_rate", DEFAULT_LEARNING_RATES[self.strategy]
+            )
         lr = self.learning_rate
         if not _real(lr) or not 0 < lr <= 1:
             msg = f"learning_rate must be a number in (0, 1], got {lr!r}"
@@ -273,10 +327,12 @@ class FineTuneResult:
         The fine-tuned copy (adapters merged unless ``merge_lora=False``, eval
         mode, no gradients).
     history : list of dict
-        One entry per epoch (epoch 0: the starting weights) with ``epoch``,
-        ``step``, ``train_nll``, ``val_nll``, ``learning_rate`` and ``seconds``.
-    best_epoch : int
-        Epoch whose weights were kept (0: the starting weights).
+        One entry per validation (step 0: the starting weights) with ``epoch``
+        (epochs of windows trained so far, a float), ``step``, ``train_nll``
+        (mean since the previous entry), ``val_nll``, ``learning_rate`` and
+        ``seconds``.
+    best_step : int
+        Step whose weights were kept (0: the starting weights).
     initial_val_nll, best_val_nll : float or None
         Validation NLL of the starting and of the returned weights (None
         without validation).
@@ -297,16 +353,18 @@ class FineTuneResult:
     ... )
     >>> result = fine_tune(model, data, TrainingConfig(
     ...     strategy="head", context_length=64, prediction_length=16,
-    ...     max_steps=2, progress=False))
+    ...     max_steps=2, validation_fraction=0.0, progress=False))
     >>> [entry["step"] for entry in result.history]
     [0, 1, 2]
+    >>> result.best_step  # no validation: the last step
+    2
     >>> result.trained_parameters < sum(p.numel() for p in model.parameters())
     True
     """
 
     model: MoiraiMoEModel
     history: list[dict[str, Any]]
-    best_epoch: int
+    best_step: int
     initial_val_nll: float | None
     best_val_nll: float | None
     trained_parameters: int
@@ -360,6 +418,103 @@ def _check_series(series: Sequence[TrainingSeries], patch: int) -> None:
             f"predict), the longest has {longest}"
         )
         raise ValueError(msg)
+
+
+def admissible_windows(length: int, patch_size: int) -> int:
+    """Return how many distinct training windows a ``length``-step part has.
+
+    One per end point that leaves an input patch and a label patch:
+    ``length - patch_size`` (none for a part of at most one patch).
+
+    Examples
+    --------
+    >>> from moirai_moe_sk.training import admissible_windows
+    >>> admissible_windows(116, 16), admissible_windows(16, 16)
+    (100, 0)
+    """
+    return max(int(length) - int(patch_size), 0)
+
+
+def planned_steps(config: TrainingConfig, windows: int) -> int:
+    """Return the optimiser steps of a run over ``windows`` admissible windows.
+
+    ``max_steps`` if set; otherwise one epoch (``ceil(windows / batch_size)``
+    steps) clipped to ``[min_steps, max_auto_steps]``. ``max_epochs`` caps
+    either.
+
+    Examples
+    --------
+    One series of 116 training steps gives 100 windows: 4 steps of 32 make an
+    epoch, so the floor of 200 steps applies; a large panel hits the cap:
+
+    >>> from moirai_moe_sk.training import TrainingConfig, planned_steps
+    >>> planned_steps(TrainingConfig(), 100), planned_steps(TrainingConfig(), 10**6)
+    (200, 1000)
+    >>> planned_steps(TrainingConfig(max_epochs=5), 100)
+    20
+    """
+    per_epoch = max(1, math.ceil(windows / config.batch_size))
+    if config.max_steps is not None:
+        steps = config.max_steps
+    else:
+        steps = min(max(per_epoch, config.min_steps), config.max_auto_steps)
+    if config.max_epochs is not None:
+        steps = min(steps, per_epoch * config.max_epochs)
+    return steps
+
+
+class _WindowSampler:
+    """Draws each step's windows uniformly among all admissible windows.
+
+    A step's windows share one layout (variates and covariates): the layout is
+    drawn in proportion to its windows, then the windows within it.
+    """
+
+    def __init__(
+        self,
+        series: Sequence[TrainingSeries],
+        lengths: Sequence[int],
+        config: TrainingConfig,
+        patch: int,
+        rng: np.random.Generator,
+    ) -> None:
+        self.lengths = list(lengths)
+        self.config, self.patch, self.rng = config, patch, rng
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (s, n) in enumerate(zip(series, lengths, strict=True)):
+            if admissible_windows(n, patch):
+                groups.setdefault(_group_key(s), []).append(index)
+        self.groups = [np.asarray(members) for members in groups.values()]
+        self.weights = [
+            np.asarray([admissible_windows(lengths[i], patch) for i in g], float)
+            for g in self.groups
+        ]
+        totals = np.asarray([w.sum() for w in self.weights])
+        self.total = int(totals.sum())
+        self.group_p = totals / totals.sum()
+
+    def draw(self) -> list[WindowSpec]:
+        rng, config = self.rng, self.config
+        g = (
+            int(rng.choice(len(self.groups), p=self.group_p))
+            if len(self.groups) > 1
+            else 0
+        )
+        weights = self.weights[g]
+        members = self.groups[g][
+            rng.choice(len(weights), size=config.batch_size, p=weights / weights.sum())
+        ]
+        return [
+            draw_window(
+                rng,
+                int(index),
+                self.lengths[index],
+                config.window_length,
+                self.patch,
+                config.mask_ratio,
+            )
+            for index in members
+        ]
 
 
 # -------------------------------------------------------------- batching
@@ -610,20 +765,9 @@ def fine_tune(
         )
         n_trained = sum(p.numel() for n, p in work.named_parameters() if n in trained)
         optimizer = _optimizer(work, config)
-
-        # batches never mix series of different variates or covariates
-        # (_batches), so each such group fills its own last batch
-        windows_per_group: dict[tuple[int, int], int] = {}
-        for s, n in zip(series, lengths, strict=True):
-            key = _group_key(s)
-            windows_per_group[key] = windows_per_group.get(key, 0) + windows_per_epoch(
-                n, config.window_length, patch
-            )
-        steps_per_epoch = sum(
-            math.ceil(count / config.batch_size) for count in windows_per_group.values()
-        )
-        planned = steps_per_epoch * config.max_epochs
-        total_steps = min(planned, config.max_steps or planned)
+        sampler = _WindowSampler(series, lengths, config, patch, rng)
+        total_steps = planned_steps(config, sampler.total)
+        eval_every = config.eval_every or max(1, math.ceil(total_steps / 10))
         micro = config.micro_batch_size or config.batch_size
 
         def evaluate() -> float | None:
@@ -631,87 +775,102 @@ def fine_tune(
 
         start = time.perf_counter()
         initial = evaluate()
-        best, best_epoch = initial, 0
+        best, best_step = initial, 0
         best_state = _state_copy(work)
-
-        def record(**values: Any) -> None:
-            seconds = time.perf_counter() - start
-            history.append({**values, "seconds": seconds})
-
         history: list[dict[str, Any]] = []
-        record(epoch=0, step=0, train_nll=None, val_nll=initial, learning_rate=0.0)
+
+        def record(step: int, **values: Any) -> None:
+            epochs = step * config.batch_size / max(sampler.total, 1)
+            history.append(
+                {
+                    "epoch": round(epochs, 4),
+                    "step": step,
+                    **values,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+
+        record(0, train_nll=None, val_nll=initial, learning_rate=0.0)
         logger.info(
-            "fine-tuning (%s): %d series, %d trained parameters, %d steps planned, "
-            "initial validation NLL %s",
+            "fine-tuning (%s): %d series, %d admissible windows, %d trained "
+            "parameters, %d steps planned (validation every %d), initial "
+            "validation NLL %s",
             config.strategy,
             len(series),
+            sampler.total,
             n_trained,
             total_steps,
+            eval_every,
             "n/a" if initial is None else f"{initial:.4f}",
         )
-        step, stale = 0, 0
+        step, stale, lr = 0, 0, 0.0
+        running, running_groups = 0.0, 0
         bar = _progress_bar(total_steps, config.progress)
         work.train()
         try:
-            for epoch in range(1, config.max_epochs + 1):
-                windows = sample_windows(
-                    lengths, config.window_length, patch, config.mask_ratio, rng
-                )
-                epoch_total, epoch_groups = 0.0, 0
-                for group in _batches(series, windows, config.batch_size):
-                    if step >= total_steps:
-                        break
-                    lr = config.learning_rate * _lr_factor(step, total_steps, config)
-                    for param_group in optimizer.param_groups:
-                        param_group["lr"] = lr
-                    optimizer.zero_grad(set_to_none=True)
-                    part, count = _loss(work, series, group, micro, device, True)
-                    if count:
-                        if config.grad_clip is not None:
-                            nn.utils.clip_grad_norm_(
-                                [p for p in work.parameters() if p.requires_grad],
-                                config.grad_clip,
-                            )
-                        optimizer.step()
-                    epoch_total += part
-                    epoch_groups += count
-                    step += 1
-                    bar.update(1)
-                    if count:
-                        bar.set_postfix(nll=f"{part / count:.3f}", refresh=False)
-                train_nll = epoch_total / epoch_groups if epoch_groups else None
+            while step < total_steps:
+                lr = config.learning_rate * _lr_factor(step, total_steps, config)
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                part, count = _loss(work, series, sampler.draw(), micro, device, True)
+                if count:
+                    if config.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(
+                            [p for p in work.parameters() if p.requires_grad],
+                            config.grad_clip,
+                        )
+                    optimizer.step()
+                    bar.set_postfix(nll=f"{part / count:.3f}", refresh=False)
+                running += part
+                running_groups += count
+                step += 1
+                bar.update(1)
+                if step % eval_every and step < total_steps:
+                    continue
+                train_nll = running / running_groups if running_groups else None
+                running, running_groups = 0.0, 0
                 val = evaluate()
-                record(
-                    epoch=epoch,
-                    step=step,
-                    train_nll=train_nll,
-                    val_nll=val,
-                    learning_rate=lr if step else 0.0,
-                )
+                work.train()
+                record(step, train_nll=train_nll, val_nll=val, learning_rate=lr)
                 logger.info(
-                    "epoch %d (step %d): train NLL %s, validation NLL %s",
-                    epoch,
+                    "step %d: train NLL %s, validation NLL %s",
                     step,
                     "n/a" if train_nll is None else f"{train_nll:.4f}",
                     "n/a" if val is None else f"{val:.4f}",
                 )
                 if val is None:  # no validation: keep the latest weights
-                    best_epoch = epoch
+                    best_step = step
                 elif best is None or (math.isfinite(val) and val < best):
-                    best, best_epoch, stale = val, epoch, 0
+                    best, best_step, stale = val, step, 0
                     best_state = _state_copy(work)
                 else:
                     stale += 1
                     if stale >= config.patience:
-                        logger.info("early stopping after epoch %d", epoch)
+                        logger.info("early stopping at step %d", step)
                         break
-                if step >= total_steps:
-                    break
         finally:
             bar.close()
-        if val_windows and best_epoch != history[-1]["epoch"]:
+        if val_windows and best_step != history[-1]["step"]:
             work.load_state_dict(best_state, strict=False)
-            logger.info("restored the weights of epoch %d", best_epoch)
+            logger.info("restored the weights of step %d", best_step)
+        if val_windows and best_step == 0 and step > 0:
+            trained_vals = [
+                h["val_nll"] for h in history[1:] if h["val_nll"] is not None
+            ]
+            best_trained = min(
+                (v for v in trained_vals if math.isfinite(v)), default=math.nan
+            )
+            msg = (
+                f"fine-tuning did not improve the validation NLL of the starting "
+                f"weights ({initial:.4f}; the best after training was "
+                f"{best_trained:.4f}, {step} steps at learning rate "
+                f"{config.learning_rate:g}), so the starting weights were kept and "
+                "forecasts equal zero-shot ones. Try another learning_rate or more "
+                "steps (max_steps), or validation_fraction=0 to keep the trained "
+                "weights."
+            )
+            warnings.warn(msg, FineTuneWarning, stacklevel=2)
         if config.merge_lora:
             merge_lora(work)
         freeze_centroids(work)
@@ -720,7 +879,7 @@ def fine_tune(
     return FineTuneResult(
         model=work,
         history=history,
-        best_epoch=best_epoch,
+        best_step=best_step,
         initial_val_nll=initial,
         best_val_nll=best if val_windows else None,
         trained_parameters=n_trained,

@@ -54,7 +54,6 @@ def trained():
         context_length=CONTEXT,
         prediction_length=32,
         learning_rate=3e-3,
-        max_epochs=1000,
         max_steps=300,
         batch_size=16,
         validation_fraction=0.0,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moirai_moe_sk.training import TrainingSeries
+from moirai_moe_sk.training import TrainingSeries, admissible_windows
 from moirai_moe_sk.training.data import (
     WindowSpec,
+    draw_window,
     make_batch,
     prediction_token_count,
     sample_windows,
@@ -195,6 +196,31 @@ def test_sampled_window_order_is_shuffled():
 def test_no_windows_from_series_of_one_patch():
     rng = np.random.default_rng(0)
     assert sample_windows([16, 3, 1], 96, P, (0.1, 0.2), rng) == []
+
+
+@pytest.mark.parametrize("length", [17, 40, 200])
+def test_draw_window_ends_at_every_admissible_end_point(length):
+    rng = np.random.default_rng(0)
+    windows = [draw_window(rng, 3, length, 96, P, (0.15, 0.5)) for _ in range(2000)]
+    ends = {w.end for w in windows}
+    # one window per end point leaving an input and a label patch, and all of
+    # them: what fine-tuning counts as the admissible windows
+    assert ends == set(range(P + 1, length + 1))
+    assert len(ends) == admissible_windows(length, P)
+    for w in windows:
+        assert w.series == 3
+        assert w.length == min(96, w.end)
+        assert 1 <= w.prediction_tokens <= max(tokens_in(w.length, P) - 1, 1)
+        assert w.score_tokens is None
+
+
+def test_draw_window_is_seeded():
+    def draws(seed):
+        rng = np.random.default_rng(seed)
+        return [draw_window(rng, 0, 300, 96, P, (0.1, 0.5)) for _ in range(20)]
+
+    assert draws(0) == draws(0)
+    assert draws(0) != draws(1)
 
 
 # ------------------------------------------------------------ TrainingSeries
