@@ -360,3 +360,13 @@ def test_resolve_context_length_caps_the_longest_series():
     assert convert.resolve_context_length(None, store) == convert.DEFAULT_MAX_CONTEXT
     assert convert.resolve_context_length(7, store) == 7
     assert convert.resolve_context_length(None, _store(pd.RangeIndex(30))) == 30
+
+
+def test_resolve_context_length_uses_the_checkpoints_stated_context():
+    store = _store(pd.RangeIndex(3000))
+    assert convert.resolve_context_length(None, store, 512) == 512
+    assert convert.resolve_context_length(None, _store(pd.RangeIndex(30)), 512) == 30
+    assert convert.resolve_context_length(64, store, 512) == 64  # the user's wins
+    assert (
+        convert.resolve_context_length(None, store, None) == convert.DEFAULT_MAX_CONTEXT
+    )

@@ -452,3 +452,38 @@ def test_update_predict_with_exogenous(make):
     forecaster.update(y.iloc[40:], X=X.iloc[40:50])
     y_pred = forecaster.predict([1, 2], X=X.iloc[50:52])
     assert list(y_pred.index) == [50, 51]
+
+
+# ------------------------------------------------------ the stated context
+@pytest.fixture(scope="module")
+def stated_checkpoint(tmp_path_factory):
+    """A tiny checkpoint whose config.json states a 48-step context."""
+    config = model_module.MoiraiMoEConfig(
+        d_model=64, d_ff=32, num_layers=1, num_experts=4, context_length=48
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("stated")
+    model_module.MoiraiMoEModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_checkpoints_stated_context_is_the_default_cap(stated_checkpoint):
+    y = _series(200)
+
+    def forecast(**params):
+        f = MoiraiMoEForecaster(stated_checkpoint, num_samples=10, random_state=0)
+        return f.set_params(**params).fit(y, fh=[1, 2, 3]).predict()
+
+    default = forecast()
+    pd.testing.assert_series_equal(default, forecast(context_length=48))
+    # the user's context_length still wins
+    assert not np.allclose(default.to_numpy(), forecast(context_length=200).to_numpy())
+    # a series shorter than the stated context is used whole
+    short = _series(40)
+    f = MoiraiMoEForecaster(stated_checkpoint, num_samples=10, random_state=0)
+    g = MoiraiMoEForecaster(
+        stated_checkpoint, num_samples=10, random_state=0, context_length=40
+    )
+    pd.testing.assert_series_equal(
+        f.fit(short, fh=[1]).predict(), g.fit(short, fh=[1]).predict()
+    )

@@ -96,3 +96,15 @@ def test_config_is_frozen():
 def test_invalid_moe_and_head_settings(kwargs):
     with pytest.raises(ConfigError):
         MoiraiMoEConfig(**kwargs)
+
+
+def test_a_stated_context_round_trips_and_is_checked():
+    config = MoiraiMoEConfig(d_model=64, context_length=512)
+    data = config.to_dict()
+    assert data["context_length"] == 512
+    assert MoiraiMoEConfig.from_dict(data) == config
+    # the released configs state none, and none is written for them
+    assert "context_length" not in MoiraiMoEConfig().to_dict()
+    for bad in (0, -5, 1.5, True, "512"):
+        with pytest.raises(ConfigError, match="context_length"):
+            MoiraiMoEConfig(context_length=bad)
