@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 import warnings
@@ -249,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         "<!-- written by benchmarks/finetune_defaults.py -->",
         "",
         (
-            f"Command: `python benchmarks/finetune_defaults.py --threads {args.threads}`"
-            f" (checkpoint `{args.checkpoint}` for the corpus series; a random tiny "
+            "Command: `python benchmarks/finetune_defaults.py "
+            f"{' '.join(sys.argv[1:] if argv is None else argv)}`"
+            f" (checkpoint `{args.checkpoint}` for the single series; a random tiny "
             "model for the synthetic panel). Everything but the strategy and the "
             "learning rate at its default."
         ),
