@@ -617,7 +617,8 @@ class MoiraiMoEForecaster(BaseForecaster):
             history["epoch"] += float(previous["epoch"].iloc[-1])
             history["step"] += offset
             # kept starting weights are the previous run's kept ones
-            best_step = best_step + offset if best_step else self.best_step_
+            kept = int(getattr(self, "best_step_", 0))
+            best_step = best_step + offset if best_step else kept
             history = pd.concat([previous, history.iloc[1:]], ignore_index=True)
         self.tuned_model_ = result.model
         self.training_history_ = history

@@ -298,6 +298,22 @@ class TrainingConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @property
+    def peak_learning_rate(self) -> float:
+        """The peak learning rate: ``learning_rate``, or the strategy's default.
+
+        Examples
+        --------
+        >>> from moirai_moe_sk.training import TrainingConfig
+        >>> TrainingConfig(strategy="full").peak_learning_rate
+        1e-05
+        """
+        return float(
+            DEFAULT_LEARNING_RATES[self.strategy]
+            if self.learning_rate is None
+            else self.learning_rate
+        )
+
+    @property
     def window_length(self) -> int:
         """Steps of a training window."""
         return self.context_length + self.prediction_length
@@ -555,7 +571,7 @@ def _optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
     ]
     return torch.optim.AdamW(
         [g for g in groups if g["params"]],
-        lr=config.learning_rate,
+        lr=config.peak_learning_rate,
         betas=config.betas,
         eps=config.eps,
     )
@@ -809,7 +825,7 @@ def fine_tune(
         work.train()
         try:
             while step < total_steps:
-                lr = config.learning_rate * _lr_factor(step, total_steps, config)
+                lr = config.peak_learning_rate * _lr_factor(step, total_steps, config)
                 for param_group in optimizer.param_groups:
                     param_group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
