@@ -644,25 +644,14 @@ def _theta(period: int) -> Any:
     return ThetaForecaster(sp=period)
 
 
-def _require_statsmodels(name: str) -> None:
+def _require(module: str, baseline: str) -> None:
+    """Name the extra to install when ``baseline`` needs the missing ``module``."""
     try:
-        import statsmodels  # noqa: F401
+        importlib.import_module(module)
     except ModuleNotFoundError as err:
         msg = (
-            f"the {name} baseline (sktime) needs statsmodels: "
-            'pip install -e ".[bench]" (or pip install statsmodels), '
-            "or leave it out of --baselines"
-        )
-        raise ModuleNotFoundError(msg) from err
-
-
-def _require_statsforecast(name: str) -> None:
-    try:
-        import statsforecast  # noqa: F401
-    except ModuleNotFoundError as err:
-        msg = (
-            f"the {name} baseline needs statsforecast: "
-            'pip install -e ".[bench]" (or pip install statsforecast), '
+            f"the {baseline} baseline needs {module}: "
+            f'pip install -e ".[bench]" (or pip install {module}), '
             "or leave it out of --baselines"
         )
         raise ModuleNotFoundError(msg) from err
@@ -673,13 +662,13 @@ def make_baseline(name: str, seed: int = 0, n_jobs: int = 1) -> Any:
     if name in ("naive", "seasonal_naive"):
         return NaiveBaseline(seasonal=name == "seasonal_naive")
     if name == "auto_ets":
-        _require_statsmodels(name)
+        _require("statsmodels", name)
         return SktimeBaseline(name, _AutoETSFactory(seed), seed, n_jobs)
     if name == "theta":
-        _require_statsmodels(name)
+        _require("statsmodels", name)
         return SktimeBaseline(name, _theta, seed, n_jobs)
     if name in STATSFORECAST:
-        _require_statsforecast(name)
+        _require("statsforecast", name)
         factory = _StatsForecastFactory(STATSFORECAST[name])
         return StatsForecastBaseline(name, factory, seed, n_jobs)
     msg = f"unknown baseline {name!r}; choose from {BASELINES}"

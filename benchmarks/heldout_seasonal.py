@@ -377,22 +377,10 @@ def _statsforecast_ets(period: int) -> Any:
     return StatsForecastAutoETS(season_length=period)
 
 
-def _require(module: str, baseline: str) -> None:
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        msg = (
-            f"the {baseline} baseline needs {module}: "
-            f'pip install -e ".[bench]" (or pip install {module}), '
-            "or leave it out of --baselines"
-        )
-        raise ModuleNotFoundError(msg) from err
-
-
 def make_baseline(name: str, seed: int = 0) -> Any:
     """Build the baseline called ``name`` (one of ``BASELINES``)."""
     if name == "auto_ets":
-        _require("statsforecast", name)
+        harness._require("statsforecast", name)
         return harness.SktimeBaseline(name, _statsforecast_ets, seed)
     if name in BASELINES:
         return harness.make_baseline(name, seed)
