@@ -42,7 +42,8 @@ batch of one series. Conventions of the stored tensors: floats float32 (the
 predictor's own dtype for target, samples, mean and quantiles), masks bool (the
 predictor passes ``past_is_pad`` as float64 0/1; listed under
 ``reference_dtypes``). Deterministic: ``torch.set_num_threads(1)``, fixed seeds,
-a rerun gives byte-identical files.
+a rerun on the same machine gives byte-identical files (another CPU may differ
+in the last bits of the floats).
 """
 
 from __future__ import annotations
