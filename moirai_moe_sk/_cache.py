@@ -41,7 +41,7 @@ _STATS = {"hits": 0, "loads": 0}
 def _checkpoint_key(checkpoint: str | os.PathLike[str]) -> tuple[Any, ...]:
     from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
-    path = Path(checkpoint)
+    path = Path(checkpoint).expanduser()
     if path.is_dir():
         stamps: list[Any] = []
         for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -86,7 +86,8 @@ def get_model(
     revision, cache_dir, local_files_only
         Passed to the hub on the first load.
     device : torch.device or str
-        Device the weights live on.
+        Device the weights live on, resolved by
+        :func:`~moirai_moe_sk._device.resolve_device` (``"auto"`` included).
     dtype : torch.dtype
         Compute dtype of the transformer layers (part of the key; see
         :meth:`MoiraiMoEModel.set_compute_dtype`).
@@ -101,8 +102,12 @@ def get_model(
     ------
     moirai_moe_sk.exceptions.CheckpointError
         If the checkpoint cannot be found or read.
+    ValueError
+        If ``device`` is unknown, ``"meta"`` or not available on this machine.
     """
-    device = torch.device(device)
+    from ._device import resolve_device
+
+    device = resolve_device(device)
     key = _key(checkpoint, revision, cache_dir, device, dtype)
     with _LOCK:
         model = _MODELS.get(key)

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import glob
 import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from ._device import resolve_device
 from .exceptions import CheckpointError
 from .model.config import ConfigError, MoiraiMoEConfig
 from .model.distributions import COMPONENT_PARAMS
@@ -77,6 +83,7 @@ _EXPERT_KEY = re.compile(
     r"^encoder\.layers\.(\d+)\.ffn\.experts\.(\d+)\.(\w+)\.weight$"
 )
 _STACKED_KEY = re.compile(r"^encoder\.layers\.(\d+)\.ffn\.(fc1|fc_gate|fc2)$")
+_LAYER_KEY = re.compile(r"^encoder\.layers\.(\d+)\.")
 
 
 def _multi_size_keys(config: MoiraiMoEConfig) -> list[str]:
@@ -198,18 +205,67 @@ def to_official(
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 
+def _check_sizes(
+    state: Mapping[str, torch.Tensor],
+    info: Callable[[str], tuple[tuple[int, ...], torch.dtype | str]],
+    config: MoiraiMoEConfig,
+    source: str,
+) -> None:
+    """Compare the sizes ``config.json`` states with the tensors it comes with.
+
+    Runs on the keys and shapes alone (for a file: its header), before anything
+    is built from the config, so that a crafted ``num_layers`` or
+    ``num_experts`` fails at once instead of allocating for it. Sizes the state
+    does not show (a tensor missing) are left to the full key check.
+    """
+    # indices kept as text: a crafted key may hold more digits than int() takes
+    layers: set[str] = set()
+    experts: set[str] = set()
+    for key in state:
+        layer = _LAYER_KEY.match(key)
+        if layer:
+            layers.add(layer.group(1))
+        expert = _EXPERT_KEY.match(key)
+        if expert:
+            experts.add(expert.group(2))
+    found: dict[str, int] = {"num_layers": len(layers)}
+    if experts:
+        found["num_experts"] = len(experts)
+    for field, key, axis in (
+        ("d_model", "encoder.norm.weight", 0),
+        ("d_ff", "encoder.layers.0.ffn.experts.0.fc1.weight", 0),
+    ):
+        if key in state:
+            shape = info(key)[0]
+            if len(shape) > axis:
+                found[field] = shape[axis]
+    wrong = [
+        f"{field} is {getattr(config, field)} in {CONFIG_NAME} but "
+        f"{value} in {WEIGHTS_NAME}"
+        for field, value in found.items()
+        if getattr(config, field) != value
+    ]
+    if wrong:
+        msg = (
+            f"checkpoint {source}: {CONFIG_NAME} does not match {WEIGHTS_NAME}: "
+            + "; ".join(wrong)
+        )
+        raise CheckpointError(msg)
+
+
 def _check_official(
     state: Mapping[str, torch.Tensor], config: MoiraiMoEConfig, source: str
 ) -> None:
-    expected = official_shapes(config)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
     # shapes and dtypes without reading the data of a lazily read file
     info = (
         state.info
         if isinstance(state, _LazyWeights)
         else lambda key: (tuple(state[key].shape), state[key].dtype)
     )
+    _check_sizes(state, info, config, source)
+    expected = official_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
     present = {key: info(key) for key in expected if key in state}
     wrong = sorted(
         f"{key}: expected {tuple(shape)}, found {present[key][0]}"
@@ -229,10 +285,7 @@ def _check_official(
         ("non-float tensors", not_float),
     ):
         if items:
-            shown = ", ".join(items[:5]) + (
-                f", ... ({len(items)} in all)" * (len(items) > 5)
-            )
-            problems.append(f"{label}: {shown}")
+            problems.append(f"{label}: {_listed(items)}")
     if problems:
         msg = (
             f"checkpoint {source} does not match its config.json "
@@ -240,6 +293,11 @@ def _check_official(
             f"num_experts={config.num_experts}): " + "; ".join(problems)
         )
         raise CheckpointError(msg)
+
+
+def _listed(items: list[str]) -> str:
+    """Return the first five ``items`` and their count, for messages."""
+    return ", ".join(items[:5]) + (f", ... ({len(items)} in all)" * (len(items) > 5))
 
 
 def from_official(
@@ -267,7 +325,9 @@ def from_official(
     Raises
     ------
     CheckpointError
-        If a tensor is missing, unexpected, mis-shaped or not floating point.
+        If the sizes in ``config`` do not match the tensors', or a tensor is
+        missing, unexpected, mis-shaped, not floating point or holds NaN or
+        infinite values.
 
     Examples
     --------
@@ -291,10 +351,13 @@ def from_official(
     _check_official(state, config, source)
     multi = set(_multi_size_keys(config))
     out: dict[str, torch.Tensor] = {}
+    non_finite: list[str] = []
     # experts are copied into stacked float32 tensors one by one, so that a
     # lazily read state (see _LazyWeights) never holds two copies of them
     for key in state:
         value = state[key]
+        if not bool(torch.isfinite(value).all()):
+            non_finite.append(key)
         match = _EXPERT_KEY.match(key)
         if match:
             layer, expert, name = match.groups()
@@ -316,6 +379,13 @@ def from_official(
             out[key] = value.to(torch.float64, copy=True)
         else:
             out[key] = value.to(torch.float32, copy=True)
+    if non_finite:
+        msg = (
+            f"checkpoint {source} holds NaN or infinite values in "
+            f"{len(non_finite)} tensor(s): {_listed(sorted(non_finite))}; the "
+            "weights are damaged (a diverged training run or a bad conversion)"
+        )
+        raise CheckpointError(msg)
     return out
 
 
@@ -357,7 +427,9 @@ def resolve_checkpoint(
     Raises
     ------
     CheckpointError
-        If the name is none of the three, or the hub cannot provide the files
+        If the name is none of the three (a name that looks like a path, such
+        as ``"./model"``, ``"~/model"`` or ``"a/b/c"``, is reported as a missing
+        folder), or the hub cannot provide the files
         (offline, ``local_files_only`` without a cached copy, unknown
         repository or revision).
 
@@ -372,13 +444,28 @@ def resolve_checkpoint(
 
     >>> resolve_checkpoint("Salesforce/moirai-moe-1.0-R-small")  # doctest: +SKIP
     """
-    path = Path(name_or_path)
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
     if path.is_dir():
         return path / CONFIG_NAME, path / WEIGHTS_NAME, f"folder {str(path)!r}"
-    name = str(name_or_path)
+    if path.exists():
+        msg = (
+            f"checkpoint {name!r} is a file, not a folder: pass the folder that "
+            f"holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+        raise CheckpointError(msg)
     if name in BUNDLED:
         folder = BUNDLED[name]
         return folder / CONFIG_NAME, folder / WEIGHTS_NAME, f"bundled model {name!r}"
+    if _looks_like_path(name):
+        msg = (
+            f"checkpoint folder {name!r} does not exist (looked for "
+            f"{str(path.absolute())!r}); pass an existing folder holding "
+            f"{CONFIG_NAME} and {WEIGHTS_NAME}, a bundled model "
+            f"({sorted(BUNDLED) or 'none installed'}) or a hub id like "
+            "'Salesforce/moirai-moe-1.0-R-small'"
+        )
+        raise CheckpointError(msg)
     if not _looks_like_repo_id(name):
         msg = (
             f"checkpoint {name!r} is neither an existing folder, a bundled model "
@@ -400,6 +487,14 @@ def resolve_checkpoint(
 
 def _looks_like_repo_id(name: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and ".." not in name
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a folder: never sent to the hub."""
+    if name.startswith((".", "~")) or Path(name).is_absolute():
+        return True
+    separators = {os.sep, os.altsep or os.sep, "/", "\\"}
+    return any(sep in name for sep in separators) and not _looks_like_repo_id(name)
 
 
 def _hub_download(
@@ -457,7 +552,12 @@ def read_config(config_path: Path, source: str) -> MoiraiMoEConfig:
         msg = f"checkpoint {source} has no {CONFIG_NAME}"
         raise CheckpointError(msg)
     try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
+        raw = config_path.read_bytes()
+    except OSError as err:  # e.g. removed since the check above
+        msg = f"cannot read {CONFIG_NAME} of checkpoint {source}: {err}"
+        raise CheckpointError(msg) from err
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         msg = f"{CONFIG_NAME} of checkpoint {source} is not valid JSON: {err}"
         raise CheckpointError(msg) from err
@@ -549,6 +649,75 @@ class _LazyWeights(Mapping[str, torch.Tensor]):
         return len(self._keys)
 
 
+#: reads of a local folder before giving up when writers keep replacing it
+_READ_ATTEMPTS = 20
+#: of which, for a folder missing with no writer seen (20 ms of waits in all)
+_MISSING_ATTEMPTS = 4
+#: replacements of the destination tried before a save gives up
+_SWAP_ATTEMPTS = 100
+
+
+def _folder_id(path: Path, fd: int | None = None) -> tuple[int, int] | None:
+    """(device, inode) of the folder at ``path`` (or open as ``fd``), or None."""
+    try:
+        st = path.stat() if fd is None else os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _swap_in_progress(folder: Path) -> bool:
+    """Whether a :func:`save_checkpoint` is between its two renames of ``folder``."""
+    try:
+        return any(folder.parent.glob(f"{glob.escape(folder.name)}.old-*"))
+    except (OSError, ValueError):  # ValueError: a name glob cannot take
+        return False
+
+
+def _read_unchanged(
+    folder: Path, read: Callable[[], tuple[MoiraiMoEConfig, _LazyWeights, str]]
+) -> tuple[MoiraiMoEConfig, _LazyWeights, str]:
+    """Run ``read`` until ``folder`` stayed the same folder throughout.
+
+    :func:`save_checkpoint` replaces a folder by renaming a complete new one
+    into its place, so both files come from one save when the folder (held
+    open, so that its inode cannot be reused) is still the one at ``folder``
+    after both were opened. A folder missing between a writer's two renames
+    is waited for. The weights file is memory-mapped when opened, so its
+    contents survive the writer deleting the old folder.
+    """
+    for attempt in range(1, _READ_ATTEMPTS + 1):
+        fd = None
+        with contextlib.suppress(OSError):  # Windows cannot open folders
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            before = _folder_id(folder, fd)
+            try:
+                result = read()
+            except CheckpointError:
+                # a missing folder is retried a few times even when no
+                # set-aside folder is seen: a listing can miss a renamed entry
+                retry = (
+                    _swap_in_progress(folder)
+                    or _folder_id(folder) != before
+                    or (before is None and attempt <= _MISSING_ATTEMPTS)
+                )
+                if not retry or attempt == _READ_ATTEMPTS:
+                    raise
+            else:
+                if before is not None and _folder_id(folder) == before:
+                    return result
+        finally:
+            if fd is not None:
+                os.close(fd)
+        time.sleep(min(0.002 * attempt, 0.02))
+    msg = (
+        f"checkpoint folder {str(folder)!r} was replaced {_READ_ATTEMPTS} times "
+        "while being read; is another process saving to it in a loop?"
+    )
+    raise CheckpointError(msg)
+
+
 def load_checkpoint(
     cls: type[MoiraiMoEModel],
     name_or_path: str | os.PathLike[str],
@@ -570,12 +739,26 @@ def load_checkpoint(
     revision, cache_dir, local_files_only, token
         Hub options, as in :func:`resolve_checkpoint`.
     map_location : str or torch.device
-        Device the weights are loaded to.
+        Device the weights are loaded to (see
+        :func:`~moirai_moe_sk._device.resolve_device`).
 
     Returns
     -------
     MoiraiMoEModel
         The model with every tensor loaded strictly, in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint cannot be found or read, or does not match its config.
+    ValueError
+        If ``map_location`` is not a usable device.
+
+    Notes
+    -----
+    A local folder is read consistently while :func:`save_checkpoint` replaces
+    it: ``config.json`` and ``model.safetensors`` come from the same save, and
+    a folder replaced during the read is read again.
 
     Examples
     --------
@@ -585,16 +768,26 @@ def load_checkpoint(
     >>> model.config.num_experts, model.training
     (16, False)
     """
-    config_path, weights_path, source = resolve_checkpoint(
-        name_or_path,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        token=token,
-    )
-    config = read_config(config_path, source)
-    state = _LazyWeights(weights_path, source, map_location)
-    model = build_model(cls, config, state, source, map_location)
+    device = resolve_device(map_location)
+
+    def read() -> tuple[MoiraiMoEConfig, _LazyWeights, str]:
+        config_path, weights_path, source = resolve_checkpoint(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        config = read_config(config_path, source)
+        return config, _LazyWeights(weights_path, source, device), source
+
+    folder = Path(os.fspath(name_or_path)).expanduser()
+    local = folder.is_dir() or _looks_like_path(os.fspath(name_or_path))
+    if local or _swap_in_progress(folder):
+        config, state, source = _read_unchanged(folder, read)
+    else:  # bundled and hub files are never rewritten in place
+        config, state, source = read()
+    model = build_model(cls, config, state, source, device)
     logger.info("loaded Moirai-MoE checkpoint from %s", source)
     return model
 
@@ -628,27 +821,171 @@ def build_model(
     return model.eval()
 
 
+#: storage types ``save_checkpoint`` accepts (``load_checkpoint`` reads them all)
+SAVE_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def _storage_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """``dtype`` of :func:`save_checkpoint` as a torch dtype, checked."""
+    if dtype is None:
+        return None
+    allowed = ", ".join(repr(name) for name in SAVE_DTYPES)
+    if isinstance(dtype, str):
+        found = SAVE_DTYPES.get(dtype.removeprefix("torch."))
+    elif isinstance(dtype, torch.dtype):
+        found = dtype if dtype in SAVE_DTYPES.values() else None
+    else:
+        msg = (
+            f"dtype must be None, a string ({allowed}) or a torch.dtype, got "
+            f"{dtype!r} ({type(dtype).__name__})"
+        )
+        raise TypeError(msg)
+    if found is None:
+        msg = f"dtype {dtype!r} cannot be stored: use one of {allowed} or None"
+        raise ValueError(msg)
+    return found
+
+
+def _new_sibling(folder: Path, tag: str) -> Path:
+    """Return a path ``<folder>.<tag>-XXXXXXXX`` beside ``folder`` that is free."""
+    while True:
+        candidate = folder.with_name(f"{folder.name}.{tag}-{secrets.token_hex(4)}")
+        if not os.path.lexists(candidate):
+            return candidate
+
+
+def _link_extras(source: Path, staging: Path) -> None:
+    """Hard-link (or copy) what ``source`` holds besides a checkpoint into ``staging``."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    for entry in source.iterdir():
+        target = staging / entry.name
+        if entry.name in (CONFIG_NAME, WEIGHTS_NAME) or os.path.lexists(target):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True, copy_function=link_or_copy)
+        else:
+            link_or_copy(str(entry), str(target))
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Rename the complete ``staging`` folder to ``folder``, replacing it.
+
+    A missing ``folder`` is replaced in one atomic rename. An existing one is
+    first renamed aside (``<folder>.old-XXXXXXXX``), its extra files linked into
+    ``staging``, then ``staging`` renamed into place and the old one deleted;
+    readers find no folder only between those two renames (and
+    :func:`load_checkpoint` waits for it). On failure the old folder is put
+    back. Concurrent writers each take the folder they find, so the last
+    rename wins and every generation keeps the extra files.
+    """
+    asides: list[Path] = []
+    try:
+        done = _try_swaps(staging, folder, asides)
+    except BaseException:
+        if asides:  # put the previous checkpoint back unless a writer won
+            try:
+                asides[-1].replace(folder)
+            except OSError:
+                if not folder.exists():
+                    logger.warning(
+                        "saving to %s failed; its previous checkpoint is in %s",
+                        folder,
+                        asides[-1],
+                    )
+                    asides.pop()  # keep it: it is the only copy
+            else:
+                asides.pop()
+        raise
+    finally:
+        for aside in asides:
+            shutil.rmtree(aside, ignore_errors=True)
+    if not done:
+        msg = (
+            f"could not replace {str(folder)!r}: other writers replaced it "
+            f"{_SWAP_ATTEMPTS} times during this save"
+        )
+        raise CheckpointError(msg)
+
+
+def _try_swaps(staging: Path, folder: Path, asides: list[Path]) -> bool:
+    """Rename ``staging`` to ``folder``, moving what is there to ``asides``."""
+    for _ in range(_SWAP_ATTEMPTS):
+        try:
+            staging.replace(folder)
+        except OSError as err:
+            taken = isinstance(err, FileExistsError) or err.errno in (
+                errno.EEXIST,
+                errno.ENOTEMPTY,
+            )
+            if not taken:
+                raise
+        else:
+            return True
+        aside = _new_sibling(folder, "old")
+        try:
+            folder.replace(aside)
+        except FileNotFoundError:  # another writer is swapping: retry
+            continue
+        asides.append(aside)
+        _link_extras(aside, staging)
+    return False
+
+
 def save_checkpoint(
     model: MoiraiMoEModel,
     save_directory: str | os.PathLike[str],
     *,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> None:
-    """Write ``model`` as ``config.json`` + ``model.safetensors``, atomically per file.
+    """Write ``model`` as ``config.json`` + ``model.safetensors``, all at once.
 
-    ``dtype`` (e.g. ``torch.float16``, half the size) stores the weights in
-    that floating type; the gate centroids keep theirs. Loading casts back to
-    float32.
+    The checkpoint is written to a new folder next to ``save_directory``
+    (``<save_directory>.tmp-XXXXXXXX``) and renamed into place only when
+    complete, so a failed or interrupted save leaves the previous checkpoint,
+    and a reader (:func:`load_checkpoint`) sees the previous or the new one,
+    never a mix. Other files in ``save_directory`` (a README, a sub-folder)
+    are kept: they are hard-linked (or copied) into the new folder.
+
+    ``dtype`` (e.g. ``torch.float16`` or ``"float16"``, half the size) stores
+    the weights in that floating type; the gate centroids keep theirs.
+    Loading casts back to float32.
 
     Parameters
     ----------
     model : MoiraiMoEModel
         The model to save.
     save_directory : str or path-like
-        Folder to write to (created if missing); existing files of the same
-        names are replaced.
-    dtype : torch.dtype, optional
-        Floating type to store the weights in; their own by default.
+        Folder to write to (created if missing, with its parents); a checkpoint
+        already there is replaced. A symbolic link is followed: its target is
+        replaced.
+    dtype : torch.dtype or str, optional
+        Floating type to store the weights in: ``"float16"``, ``"bfloat16"``,
+        ``"float32"`` or ``"float64"`` (or the torch dtype); their own by
+        default.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``dtype`` is not one of those, or ``save_directory`` is a file or
+        the current working folder (or one above it), which cannot be renamed.
+
+    Notes
+    -----
+    The guarantee is POSIX's: renaming a folder onto a missing path is atomic.
+    Replacing an existing folder takes two renames (old aside, new in); a
+    reader in between waits, and a crash in between (power loss, ``kill -9``)
+    leaves the previous checkpoint in ``<save_directory>.old-XXXXXXXX``.
 
     Examples
     --------
@@ -660,7 +997,7 @@ def save_checkpoint(
     >>> config = MoiraiMoEConfig(d_model=64, d_ff=64, num_layers=1, num_experts=4)
     >>> model = MoiraiMoEModel(config)
     >>> folder = tempfile.mkdtemp()
-    >>> save_checkpoint(model, folder, dtype=torch.float16)
+    >>> save_checkpoint(model, folder, dtype="float16")
     >>> sorted(path.name for path in Path(folder).iterdir())
     ['config.json', 'model.safetensors']
     >>> MoiraiMoEModel.from_pretrained(folder).config == config
@@ -668,36 +1005,44 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    if dtype is not None and not dtype.is_floating_point:
-        msg = f"dtype must be a floating-point torch dtype, got {dtype}"
+    store = _storage_dtype(dtype)
+    is_file = False
+    # normpath, not resolve: a symbolic link is replaced only below
+    folder = Path(os.path.normpath(Path(save_directory).expanduser().absolute()))
+    if folder.is_symlink():
+        folder = folder.resolve()
+    # one stat: exists() then is_dir() could see another writer's swap between
+    with contextlib.suppress(FileNotFoundError):
+        is_file = not stat.S_ISDIR(folder.stat().st_mode)
+    if is_file:
+        msg = f"cannot save a checkpoint to {str(folder)!r}: it is a file"
         raise ValueError(msg)
-    folder = Path(save_directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd()
+    if folder == folder.parent or folder == cwd or folder in cwd.parents:
+        msg = (
+            f"cannot save a checkpoint to {str(folder)!r}: the folder is replaced "
+            "as a whole, and it is the current working folder (or holds it); "
+            "save to a sub-folder"
+        )
+        raise ValueError(msg)
     state = {
-        k: v.cpu() if dtype is None or k == "encoder.centroid" else v.to("cpu", dtype)
+        k: v.cpu() if store is None or k == "encoder.centroid" else v.to("cpu", store)
         for k, v in model.official_state_dict().items()
     }
     config_text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True)
-    temps: list[tuple[Path, Path]] = []
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = _new_sibling(folder, "tmp")
+    staging.mkdir()
     try:
-        for name, write in (
-            (WEIGHTS_NAME, lambda p: save_file(state, str(p))),
-            (CONFIG_NAME, lambda p: p.write_text(config_text, encoding="utf-8")),
-        ):
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{name}.", suffix=".tmp", dir=folder
-            )
-            os.close(fd)
-            temps.append((Path(tmp_name), folder / name))
-            write(Path(tmp_name))
-            # mkstemp creates 0600 files; a checkpoint is ordinary data
-            Path(tmp_name).chmod(0o644)
-        for tmp, final in temps:
-            tmp.replace(final)
+        with contextlib.suppress(OSError):  # keep the folder's permissions
+            shutil.copymode(folder, staging)
+        save_file(state, str(staging / WEIGHTS_NAME))
+        (staging / CONFIG_NAME).write_text(config_text, encoding="utf-8")
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            (staging / name).chmod(0o644)  # ordinary data, whatever the umask
+        _swap_in(staging, folder)
     finally:
-        for tmp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("saved Moirai-MoE checkpoint to %s", folder)
 
 

@@ -13,16 +13,35 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, Literal
 
 __all__ = [
     "COMPONENT_TARGETS",
+    "MAX_SEQ_LEN_LIMIT",
     "ConfigError",
     "MoiraiMoEConfig",
 ]
 
 HEAD_DIM = 64  # uni2ts: num_heads = d_model // 64
+
+#: The largest ``max_seq_len`` accepted. It is only the initial length of the
+#: rotary tables (they grow on demand), and it is the one size in
+#: ``config.json`` that no weight tensor checks, so a crafted value could ask
+#: for any amount of memory; 2**20 patches (16.7 million steps at patch 16)
+#: is far beyond any context the model can attend to.
+MAX_SEQ_LEN_LIMIT = 2**20
+
+_INT_FIELDS = (
+    "d_model",
+    "d_ff",
+    "num_layers",
+    "max_seq_len",
+    "num_experts",
+    "num_experts_per_token",
+)
+_FLOAT_FIELDS = ("attn_dropout_p", "dropout_p", "normal_fixed_scale")
 
 #: ``_target_`` class paths of the official ``distr_output`` block, mapped to the
 #: component names used here. A closed registry: nothing is imported by name.
@@ -152,27 +171,18 @@ class MoiraiMoEConfig:
 
     def __post_init__(self) -> None:
         """Validate every field and normalise sequences to tuples."""
-        object.__setattr__(self, "patch_sizes", tuple(self.patch_sizes))
-        object.__setattr__(self, "mixture_components", tuple(self.mixture_components))
-        if self.context_length is not None and (
-            not isinstance(self.context_length, int)
-            or isinstance(self.context_length, bool)
-            or self.context_length < 1
-        ):
+        self._check_types()
+        if self.max_seq_len > MAX_SEQ_LEN_LIMIT:
             msg = (
-                "context_length must be a positive integer or None, got "
-                f"{self.context_length!r}"
+                f"max_seq_len must be at most {MAX_SEQ_LEN_LIMIT} (2**20), got "
+                f"{self.max_seq_len}; it is only the initial length of the rotary "
+                "tables, which grow on demand"
             )
             raise ConfigError(msg)
-        for name in ("d_model", "d_ff", "num_layers", "max_seq_len", "num_experts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                msg = f"{name} must be a positive integer, got {value!r}"
-                raise ConfigError(msg)
         if self.d_model % HEAD_DIM:
             msg = f"d_model must be a multiple of {HEAD_DIM}, got {self.d_model}"
             raise ConfigError(msg)
-        if len(self.patch_sizes) != 1 or self.patch_sizes[0] < 1:
+        if len(self.patch_sizes) != 1:
             msg = (
                 "Moirai-MoE uses exactly one patch size, got patch_sizes="
                 f"{list(self.patch_sizes)}"
@@ -183,9 +193,6 @@ class MoiraiMoEConfig:
             if not 0.0 <= value < 1.0:
                 msg = f"{name} must be in [0, 1), got {value!r}"
                 raise ConfigError(msg)
-        if not isinstance(self.scaling, bool):
-            msg = f"scaling must be a bool, got {self.scaling!r}"
-            raise ConfigError(msg)
         if not self.mixture_components:
             msg = "mixture_components must name at least one component"
             raise ConfigError(msg)
@@ -200,7 +207,7 @@ class MoiraiMoEConfig:
             msg = f"normal_fixed_scale must be > 0, got {self.normal_fixed_scale!r}"
             raise ConfigError(msg)
         k = self.num_experts_per_token
-        if not isinstance(k, int) or not 1 <= k <= self.num_experts:
+        if not 1 <= k <= self.num_experts:
             msg = (
                 "num_experts_per_token must be an integer in [1, num_experts="
                 f"{self.num_experts}], got {k!r}"
@@ -215,6 +222,64 @@ class MoiraiMoEConfig:
                 f"{self.gate_selection!r}"
             )
             raise ConfigError(msg)
+
+    def _check_types(self) -> None:
+        """Check each field's type, naming the field and the value given.
+
+        Integers may be any integral number but not a bool; floats accept
+        integers; ``scaling`` is a bool; sequences are lists or tuples of those.
+        Numbers are normalised to ``int`` / ``float`` and sequences to tuples.
+        """
+
+        def wrong(name: str, expected: str, value: Any, ok: Any = None) -> str:
+            kind = type(value).__name__
+            if ok is not None and isinstance(value, list | tuple):
+                item = next(v for v in value if not ok(v))
+                kind = f"bad element {item!r} of type {type(item).__name__}"
+            return f"{name} must be {expected}, got {value!r} ({kind})"
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        def is_size(value: Any) -> bool:
+            return is_int(value) and value >= 1
+
+        def is_str(value: Any) -> bool:
+            return isinstance(value, str)
+
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not is_size(value):
+                raise ConfigError(wrong(name, "a positive integer", value))
+            object.__setattr__(self, name, int(value))
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise ConfigError(wrong(name, "a number", value))
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.scaling, bool):
+            raise ConfigError(wrong("scaling", "a bool (true or false)", self.scaling))
+        for name, expected, ok in (
+            ("patch_sizes", "a list of positive integers", is_size),
+            ("mixture_components", "a list of strings", is_str),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, list | tuple) or not all(map(ok, value)):
+                raise ConfigError(wrong(name, expected, value, ok))
+            object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "patch_sizes", tuple(map(int, self.patch_sizes)))
+        for name in ("gate", "gate_selection"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(wrong(name, "a string", getattr(self, name)))
+        context = self.context_length
+        if context is not None and (not is_int(context) or context < 1):
+            msg = (
+                "context_length must be a positive integer or None, got "
+                f"{context!r} ({type(context).__name__})"
+            )
+            raise ConfigError(msg)
+        if context is not None:
+            object.__setattr__(self, "context_length", int(context))
 
     # ----------------------------------------------------------------- derived
     @property
@@ -310,11 +375,6 @@ class MoiraiMoEConfig:
             msg = f"config.json is missing required key(s) {sorted(missing)}"
             raise ConfigError(msg)
         kwargs = {k: v for k, v in data.items() if k != "distr_output"}
-        if "patch_sizes" in kwargs:
-            if not isinstance(kwargs["patch_sizes"], list | tuple):
-                msg = f"patch_sizes must be a list, got {kwargs['patch_sizes']!r}"
-                raise ConfigError(msg)
-            kwargs["patch_sizes"] = tuple(kwargs["patch_sizes"])
         kwargs.update(_decode_distr_output(data["distr_output"]))
         try:
             return cls(**kwargs)

@@ -375,7 +375,8 @@ class MoiraiMoEModel(nn.Module):
         token : str or bool, optional
             Hub access token.
         map_location : str or torch.device
-            Device to load the weights to.
+            Device to load the weights to: ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            ``"mps"`` or ``"auto"`` (CUDA when available).
 
         Returns
         -------
@@ -385,8 +386,11 @@ class MoiraiMoEModel(nn.Module):
         Raises
         ------
         moirai_moe_sk.exceptions.CheckpointError
-            On a malformed config, a missing, unexpected or mis-shaped tensor, or
-            an unreachable hub.
+            On a missing folder, a malformed config, a config whose sizes do not
+            match the weights, a missing, unexpected, mis-shaped or non-finite
+            tensor, or an unreachable hub.
+        ValueError
+            If ``map_location`` is unknown, ``"meta"`` or not available here.
 
         Examples
         --------
@@ -414,14 +418,23 @@ class MoiraiMoEModel(nn.Module):
         self,
         save_directory: str | os.PathLike[str],
         *,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> None:
         """Write ``config.json`` and ``model.safetensors`` in the official layout.
 
-        Files are written to temporary names and moved into place, so a failed
-        save never leaves a half-written checkpoint. ``dtype`` (for example
-        ``torch.float16``) stores the weights in a smaller floating type; they
-        are read back as float32.
+        The checkpoint is written to a new folder beside ``save_directory`` and
+        renamed into place when complete, so a failed save leaves the previous
+        checkpoint and a reader sees the previous or the new one, never a mix;
+        other files in the folder are kept (see
+        :func:`~moirai_moe_sk.checkpoint.save_checkpoint`). ``dtype``
+        (``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"`` or the torch
+        dtype) stores the weights in that floating type; they are read back as
+        float32.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``dtype`` is not one of those, or ``save_directory`` is a file.
 
         Examples
         --------
