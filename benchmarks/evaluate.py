@@ -95,6 +95,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import platform
 import shlex
 import sys
@@ -985,6 +986,83 @@ def report(table: pd.DataFrame, command: str, sample: str) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
+def _positive_int(text: str) -> int:
+    """Argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """Argparse type: a JSON object (of forecaster parameters)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        msg = f"not valid JSON ({err}): {text!r}"
+        raise argparse.ArgumentTypeError(msg) from err
+    if not isinstance(value, dict):
+        msg = f"must be a JSON object of parameters, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _writable_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written as a file (None if it can), touching nothing."""
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "it is not writable"
+    existing = path.parent
+    while not existing.exists():  # the nearest existing ancestor
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the folder {existing} is not writable"
+    return None
+
+
+def _checkpoint_problem(checkpoint: str) -> str | None:
+    """Why ``checkpoint`` cannot be loaded (None if it can), without loading it."""
+    from moirai_moe_sk.checkpoint import resolve_checkpoint
+    from moirai_moe_sk.exceptions import CheckpointError
+
+    try:
+        config_path, weights_path, source = resolve_checkpoint(checkpoint)
+    except CheckpointError as err:
+        return str(err)
+    missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
+    if missing:
+        return f"the {source} has no {' or '.join(missing)}"
+    return None
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse arguments that would fail later, before any data or model loads."""
+    if args.sample is not None and args.sample < len(args.subsets):
+        parser.error(
+            f"argument --sample: a sample of {args.sample} series cannot cover the "
+            f"{len(args.subsets)} subsets evaluated (one series each at least)"
+        )
+    for flag, path in (("--csv", args.csv), ("--markdown", args.markdown)):
+        problem = path is not None and _writable_file_problem(path)
+        if problem:
+            parser.error(f"argument {flag}: cannot write {str(path)!r}: {problem}")
+    try:
+        checkpoint_labels(args.checkpoint)
+    except ValueError as err:
+        parser.error(f"argument --checkpoint: {err}")
+    for checkpoint in args.checkpoint:
+        problem = _checkpoint_problem(checkpoint)
+        if problem:
+            parser.error(f"argument --checkpoint: {problem}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1006,7 +1084,10 @@ def _parser() -> argparse.ArgumentParser:
         f"{QUICK_SIZE})",
     )
     size.add_argument(
-        "--sample", type=int, metavar="N", help="a stratified subset of N series"
+        "--sample",
+        type=_positive_int,
+        metavar="N",
+        help="a stratified subset of N series (at least one per subset)",
     )
     add("--sample-seed", type=int, default=0, help="seed of the stratified draw")
     add(
@@ -1024,11 +1105,18 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="a Moirai-MoE checkpoint (hub id or folder); may be repeated",
     )
-    add("--num-samples", type=int, default=100, help="sample paths per series")
     add(
-        "--context-length", type=int, default=None, help="context steps (default: auto)"
+        "--num-samples", type=_positive_int, default=100, help="sample paths per series"
     )
-    add("--batch-size", type=int, default=None, help="series decoded together")
+    add(
+        "--context-length",
+        type=_positive_int,
+        default=None,
+        help="context steps (default: auto)",
+    )
+    add(
+        "--batch-size", type=_positive_int, default=None, help="series decoded together"
+    )
     add(
         "--decoding",
         nargs="+",
@@ -1047,7 +1135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add(
         "--fine-tune-params",
-        type=json.loads,
+        type=_json_object,
         default={},
         metavar="JSON",
         help="further MoiraiMoEForecaster parameters of the fine-tuned models, e.g. "
@@ -1055,7 +1143,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--device", default="auto", help="torch device of the checkpoints")
     add("--seed", type=int, default=0, help="random_state of the models")
-    add("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: torch's)",
+    )
     add(
         "--n-jobs",
         type=int,
@@ -1071,7 +1164,9 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Run the evaluation the command line ``argv`` describes; return its table."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     subsets = load_subsets(args.subsets)
     total = QUICK_SIZE if args.quick else args.sample
     if total is not None:
@@ -1129,10 +1224,16 @@ def run(argv: Sequence[str] | None = None) -> pd.DataFrame:
     return table
 
 
-def main() -> None:
-    """Command-line entry point."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; return the exit status.
+
+    Bad arguments exit with status 2 before anything loads (argparse's
+    ``error:`` line); a result file that cannot be written at the end gives
+    one ``error:`` line and status 1.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if "-v" in sys.argv or "--verbose" in sys.argv:
+    if "-v" in argv or "--verbose" in argv:
         logger.setLevel(logging.DEBUG)
     # sktime 1.2 warns at every forecaster construction about a future default
     warnings.filterwarnings(
@@ -1140,8 +1241,13 @@ def main() -> None:
         message="The default of config ``remember_data``",
         category=FutureWarning,
     )
-    run()
+    try:
+        run(argv)
+    except OSError as err:
+        sys.stderr.write(f"evaluate.py: error: {err}\n")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -516,3 +517,101 @@ def test_checkpoints_in_folders_of_one_name_get_distinct_labels(tmp_path):
     twins = [ev.NaiveBaseline(seasonal=False), ev.NaiveBaseline(seasonal=False)]
     with pytest.raises(ValueError, match="distinct names"):
         ev.evaluate([_toy_subset()], twins)
+
+
+# --------------------------------------------------------------- bad arguments
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if data or a model would load: errors must come first."""
+
+    def refuse(*args, **kwargs):
+        pytest.fail("the arguments should have been refused before loading")
+
+    monkeypatch.setattr(ev, "load_subsets", refuse)
+    monkeypatch.setattr(ev, "evaluate", refuse)
+
+
+def _usage_error(capsys, argv) -> str:
+    """Run ``main(argv)``; check exit status 2 and return its one error line."""
+    with pytest.raises(SystemExit) as exit_:
+        ev.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--sample", "0"], "argument --sample: must be a positive integer, got '0'"),
+        (["--sample", "-5"], "argument --sample: must be a positive integer, got '-5'"),
+        (["--sample", "3"], "a sample of 3 series cannot cover the 7 subsets"),
+        (["--num-samples", "0"], "argument --num-samples: must be a positive integer"),
+        (["--context-length", "0"], "argument --context-length: must be a positive"),
+        (["--batch-size", "-1"], "argument --batch-size: must be a positive integer"),
+        (["--threads", "0"], "argument --threads: must be a positive integer"),
+        (["--fine-tune-params", "[1]"], "must be a JSON object of parameters"),
+        (["--fine-tune-params", "{x"], "not valid JSON"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(capsys, no_loading, argv, named):
+    assert named in _usage_error(capsys, argv)
+
+
+def test_a_bad_checkpoint_is_refused_before_anything_loads(
+    tmp_path, capsys, no_loading
+):
+    missing = tmp_path / "no-such-model"
+    line = _usage_error(capsys, ["--checkpoint", str(missing)])
+    assert "argument --checkpoint" in line
+    assert str(missing) in line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _usage_error(capsys, ["--checkpoint", str(empty)])
+    assert str(empty) in line
+    assert "config.json" in line
+    line = _usage_error(capsys, ["--checkpoint", "x-1", "--checkpoint", "x-1"])
+    assert "given twice" in line
+
+
+def test_an_unwritable_result_file_is_refused_before_anything_loads(
+    tmp_path, capsys, no_loading
+):
+    file = tmp_path / "file.txt"
+    file.write_text("")
+    line = _usage_error(capsys, ["--csv", str(file / "r.csv")])
+    assert "argument --csv" in line
+    assert str(file / "r.csv") in line
+    assert "is a file" in line
+    line = _usage_error(capsys, ["--markdown", str(tmp_path)])
+    assert "argument --markdown" in line
+    assert "is a folder" in line
+    assert file.read_text() == ""
+
+
+def test_a_failed_write_is_one_error_line(capsys, monkeypatch):
+    def disk_full(argv):
+        raise OSError(28, "No space left on device", "r.csv")
+
+    monkeypatch.setattr(ev, "run", disk_full)
+    assert ev.main(["--csv", "r.csv"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "evaluate.py: error: [Errno 28] No space left on device: 'r.csv'"
+    ]
+
+
+def test_the_command_exits_2_on_a_bad_sample():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "evaluate.py"), "--sample", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "argument --sample: must be a positive integer, got '0'" in done.stderr

@@ -46,9 +46,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import resolve_device
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import MoiraiMoEConfig
 from ..model.modeling import MoiraiMoEModel
+from ..training.checks import check_seed
 from ..training.data import (
     TrainingSeries,
     WindowSpec,
@@ -81,6 +83,23 @@ _STAGE_IDS = {
     "dense-continued": 3,
     "continued": 4,
 }
+#: settings that must be positive integers (the shape fields are checked by
+#: MoiraiMoEConfig)
+_POSITIVE_INTS = (
+    "patch_size",
+    "context_length",
+    "prediction_length",
+    "synthetic_series",
+    "min_length",
+    "max_length",
+    "validation_series",
+    "dense_steps",
+    "sparse_steps",
+    "batch_size",
+    "kmeans_windows",
+    "eval_every",
+    "checkpoint_every",
+)
 _CHECKPOINT = "checkpoint.safetensors"
 _RUN_FILE = "run.json"
 _CENTROIDS = "centroids.safetensors"
@@ -150,7 +169,7 @@ class PretrainConfig:
     >>> PretrainConfig(real_fraction=1.5)
     Traceback (most recent call last):
     ...
-    ValueError: real_fraction must be in [0, 1], got 1.5
+    ValueError: real_fraction must be a number in [0, 1], got 1.5
     """
 
     d_model: int = 128
@@ -184,11 +203,22 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mask_ratio", tuple(self.mask_ratio))
+        """Validate every field, naming the bad one and its value."""
+        if isinstance(self.mask_ratio, list):  # as read from JSON
+            object.__setattr__(self, "mask_ratio", tuple(self.mask_ratio))
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive integer, got {value!r}"
+                raise ValueError(msg)
+        warmup = self.warmup_steps
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            msg = f"warmup_steps must be a non-negative integer, got {warmup!r}"
+            raise ValueError(msg)
         for name in ("real_fraction", "mixup_fraction", "multivariate_fraction"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                msg = f"{name} must be in [0, 1], got {value}"
+            if not _fraction(value):
+                msg = f"{name} must be a number in [0, 1], got {value!r}"
                 raise ValueError(msg)
         if self.real_fraction + self.mixup_fraction > 1.0:
             msg = (
@@ -196,22 +226,29 @@ class PretrainConfig:
                 f"{self.real_fraction} + {self.mixup_fraction}"
             )
             raise ValueError(msg)
-        for name in (
-            "synthetic_series",
-            "dense_steps",
-            "sparse_steps",
-            "kmeans_windows",
-            "eval_every",
-            "checkpoint_every",
+        check_seed(self.seed, "seed")
+        if self.init_checkpoint is not None and not isinstance(
+            self.init_checkpoint, str
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"{name} must be a positive integer, got {value!r}"
-                raise ValueError(msg)
-        if self.kmeans_windows * self.context_length // self.patch_size < (
-            self.num_experts
-        ):
-            msg = "kmeans_windows gives fewer tokens than experts"
+            msg = (
+                "init_checkpoint must be a checkpoint folder or name (a string) or "
+                f"None, got {self.init_checkpoint!r}"
+            )
+            raise ValueError(msg)
+        if self.kind_weights is not None and not isinstance(self.kind_weights, dict):
+            msg = (
+                "kind_weights must be a mapping of synthetic kinds to weights or "
+                f"None, got {self.kind_weights!r}"
+            )
+            raise ValueError(msg)
+        self.model_config("centroid")  # validates the shape fields
+        if self.kmeans_windows < self.num_experts:
+            # a window may give a single token: k-means needs one per expert
+            msg = (
+                f"kmeans_windows ({self.kmeans_windows}) must be at least "
+                f"num_experts ({self.num_experts}): fewer windows may give fewer "
+                "tokens than experts to cluster"
+            )
             raise ValueError(msg)
         if self.min_length <= self.patch_size:
             msg = (
@@ -220,7 +257,6 @@ class PretrainConfig:
                 "the next one to predict"
             )
             raise ValueError(msg)
-        self.model_config("centroid")  # validates the shape fields
         self.training_config(1)  # validates the optimisation fields
         self.synthetic_config()
 
@@ -354,6 +390,14 @@ class PretrainConfig:
         )
 
 
+def _fraction(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0.0 <= value <= 1.0
+    )
+
+
 # ------------------------------------------------------------------- data
 @dataclasses.dataclass
 class _Pool:
@@ -408,8 +452,11 @@ def _build_pool(config: PretrainConfig) -> _Pool:
         real_values = [s.values for s in corpus]
         real = to_training_series(real_values)
         if config.real_fraction > 0 and not real:
-            msg = "real_fraction > 0 but no real series could be loaded"
-            raise RuntimeError(msg)
+            msg = (
+                "real_fraction > 0 but no real series could be loaded (install "
+                "sktime, statsmodels or pmdarima, or set real_fraction=0)"
+            )
+            raise _RunError(msg)
     mixup: list[TrainingSeries] = []
     if config.mixup_fraction > 0:
         rng = np.random.default_rng([config.seed, 11])
@@ -611,7 +658,7 @@ def _train_stage(
                 f"the checkpoint {ckpt} cannot be resumed from ({err}); delete it "
                 f"to train the {stage} stage again from its start"
             )
-            raise RuntimeError(msg) from err
+            raise _RunError(msg) from err
         step, history = meta["step"], meta["history"]
         running, count = meta.get("running", 0.0), meta.get("count", 0)
         logger.info("stage %s: resumed at step %d of %d", stage, step, steps)
@@ -759,6 +806,55 @@ def _continued_start(config: PretrainConfig) -> MoiraiMoEModel:
     return model
 
 
+class _RunError(RuntimeError):
+    """A run that cannot go on (unreadable files, missing data), stated in full."""
+
+
+def _check_output(folder: Path) -> None:
+    """Refuse an output path that is not a folder or cannot be created/written."""
+    if folder.exists() and not folder.is_dir():
+        msg = f"the output {folder} exists and is not a folder"
+        raise ValueError(msg)
+    existing = folder
+    while not existing.exists():  # the nearest existing ancestor
+        existing = existing.parent
+    if not existing.is_dir():
+        msg = f"the output folder {folder} cannot be created: {existing} is a file"
+        raise ValueError(msg)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        msg = f"the output folder {folder} is not writable ({existing})"
+        raise ValueError(msg)
+
+
+def _check_same_run(run_file: Path, config: PretrainConfig) -> None:
+    """Refuse a folder whose ``run.json`` is unreadable or holds other settings."""
+    data: Any = None
+    try:
+        data = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = str(err)
+    else:
+        problem = "" if isinstance(data, dict) else "it does not hold a JSON object"
+    if problem:
+        msg = (
+            f"{run_file} is not a readable run settings file ({problem}); use "
+            "another folder, or delete this one to start the run over"
+        )
+        raise ValueError(msg)
+    # settings added since a run started keep their defaults
+    saved = {**PretrainConfig().to_dict(), **data}
+    wanted = config.to_dict()
+    if saved != wanted:
+        diff = sorted(
+            k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k)
+        )
+        msg = (
+            f"{run_file.parent} holds a run with other settings ({diff}); "
+            "use another folder or the same settings"
+        )
+        raise ValueError(msg)
+
+
 def _new_model(config: MoiraiMoEConfig, seed: int) -> MoiraiMoEModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -783,13 +879,22 @@ def pretrain(
     variants : sequence of str
         Which of :data:`VARIANTS` to train after the dense stage.
     device : str or torch.device
-        Where to train.
+        Where to train (``"auto"``: CUDA when available); it must exist here.
 
     Returns
     -------
     dict
         Variant -> folder of its checkpoint (``config.json`` +
         ``model.safetensors``, loadable as ``MoiraiMoEForecaster(checkpoint=...)``).
+
+    Raises
+    ------
+    ValueError
+        For bad variants, a device this machine lacks, an output that is not a
+        writable folder, or a folder holding another run (or an unreadable
+        ``run.json``). Everything is checked, and the data pool built, before
+        the run's settings are written, so a refused command leaves nothing
+        that blocks a corrected one.
 
     Examples
     --------
@@ -815,38 +920,31 @@ def pretrain(
     if unknown or not variants:
         msg = f"variants must be some of {VARIANTS}, got {list(variants)}"
         raise ValueError(msg)
+    if config.init_checkpoint is not None and list(variants) != ["centroid"]:
+        msg = (
+            "a run continued from init_checkpoint trains the checkpoint's own "
+            f"model only (variants ['centroid']), got {list(variants)}"
+        )
+        raise ValueError(msg)
+    device = resolve_device(device)
     folder = Path(output)
-    folder.mkdir(parents=True, exist_ok=True)
+    _check_output(folder)
     run_file = folder / _RUN_FILE
-    if run_file.is_file():
-        # settings added since a run started keep their defaults
-        saved = {
-            **PretrainConfig().to_dict(),
-            **json.loads(run_file.read_text(encoding="utf-8")),
-        }
-        if saved != config.to_dict():
-            diff = sorted(
-                k
-                for k in saved.keys() | config.to_dict().keys()
-                if saved.get(k) != config.to_dict().get(k)
-            )
-            msg = (
-                f"{folder} holds a run with other settings ({diff}); "
-                "use another folder or the same settings"
-            )
-            raise ValueError(msg)
-    else:
-        _write_json(run_file, config.to_dict())
-    device = torch.device(device)
-    if config.init_checkpoint is not None:
-        if list(variants) != ["centroid"]:
-            msg = (
-                "a run continued from init_checkpoint trains the checkpoint's own "
-                f"model only (variants ['centroid']), got {list(variants)}"
-            )
-            raise ValueError(msg)
-        start = _continued_start(config)
-        pool = _build_pool(config)
+    new_run = not run_file.is_file()
+    if not new_run:
+        _check_same_run(run_file, config)
+    # everything that can refuse the settings runs before run.json is written,
+    # so that a corrected command can start in the same folder
+    start = _continued_start(config) if config.init_checkpoint is not None else None
+    pool = _build_pool(config)
+    if new_run:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_json(run_file, config.to_dict())
+        except OSError as err:
+            msg = f"cannot write the run's settings to {run_file}: {err}"
+            raise _RunError(msg) from err
+    if start is not None:
         _train_stage(
             start,
             pool,
@@ -857,7 +955,6 @@ def pretrain(
             device,
         )
         return {"centroid": folder / "continued" / "model"}
-    pool = _build_pool(config)
     dense = _train_stage(
         _new_model(config.model_config("dense"), config.seed),
         pool,
@@ -910,8 +1007,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=VARIANTS,
         help="models trained after the dense stage, each with the same budget",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device (cpu, cuda, cuda:N, mps, auto)"
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, help="CPU threads for torch (at least 1)"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -940,7 +1041,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 for invalid settings.
+        0 on success; 2 for invalid settings, device or output folder (nothing
+        is written then); 1 when the run fails on the way (unreadable
+        checkpoint, missing corpus, a disk error). Errors are one line on
+        stderr; argparse's own usage errors exit with 2 as well.
 
     Examples
     --------
@@ -950,34 +1054,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["runs/tiny", "--set", "num_expert=8"])
     2
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr
     )
+
+    def fail(err: Exception, status: int) -> int:
+        sys.stderr.write(f"{parser.prog}: error: {err}\n")
+        return status
+
     try:
         config = _settings(args.config, args.set)
-    except (OSError, ValueError, TypeError) as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
+        device = resolve_device(args.device)
+    except (ValueError, TypeError) as err:
+        return fail(err, 2)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        paths = pretrain(
-            args.output, config, variants=args.variants, device=args.device
-        )
-    except ValueError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
+        paths = pretrain(args.output, config, variants=args.variants, device=device)
+    except ValueError as err:  # settings, folder, checkpoint: nothing trained
+        return fail(err, 2)
+    except (_RunError, OSError) as err:
+        return fail(err, 1)
     for variant, path in paths.items():
         sys.stdout.write(f"{variant}: {path}\n")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """Argparse type of ``--threads``: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _settings(config_file: str | None, items: Sequence[str]) -> PretrainConfig:
     """Read settings from a JSON file, then ``KEY=VALUE`` overrides (JSON values)."""
     settings: dict[str, Any] = {}
     if config_file:
-        settings.update(json.loads(Path(config_file).read_text(encoding="utf-8")))
+        try:
+            text = Path(config_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            msg = f"--config {config_file}: cannot be read ({err})"
+            raise ValueError(msg) from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            msg = f"--config {config_file}: not valid JSON ({err})"
+            raise ValueError(msg) from err
+        if not isinstance(data, dict):
+            msg = f"--config {config_file}: must hold a JSON object of settings"
+            raise ValueError(msg)
+        settings.update(data)
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:

@@ -8,6 +8,7 @@ uses it for ``fit`` with a fine-tuning strategy and for ``pretrain``.
 
 from __future__ import annotations
 
+from .checks import check_flag, check_seed
 from .data import TrainingSeries
 from .engine import (
     DEFAULT_LEARNING_RATES,
@@ -29,6 +30,8 @@ __all__ = [
     "TrainingSeries",
     "add_lora",
     "admissible_windows",
+    "check_flag",
+    "check_seed",
     "configure_trainable",
     "fine_tune",
     "merge_lora",

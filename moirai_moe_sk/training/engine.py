@@ -42,6 +42,7 @@ from torch.nn.utils import parametrize
 
 from ..exceptions import FineTuneWarning
 from ..model.modeling import MoiraiMoEModel
+from .checks import check_flag, check_seed
 from .data import (
     TrainingBatch,
     TrainingSeries,
@@ -63,6 +64,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_LEARNING_RATES",
     "HISTORY_COLUMNS",
+    "MAX_VALIDATION_FRACTION",
     "FineTuneResult",
     "TrainingConfig",
     "admissible_windows",
@@ -81,6 +83,8 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
     "lora": 1e-4,
 }
 
+#: largest ``validation_fraction``: the validation part never outweighs training
+MAX_VALIDATION_FRACTION = 0.5
 _SCHEDULES = ("cosine", "constant")
 #: keys of each :attr:`FineTuneResult.history` entry, in order
 HISTORY_COLUMNS = ("epoch", "step", "train_nll", "val_nll", "learning_rate", "seconds")
@@ -118,8 +122,10 @@ class TrainingConfig:
         activation memory. ``None`` means ``batch_size``.
     validation_fraction : float
         Fraction of each series (at least ``prediction_length`` steps, rounded
-        up to whole patches) held out at its end for validation, in [0, 1);
-        0 disables validation and early stopping.
+        up to whole patches) held out at its end for validation, in [0, 0.5]
+        (``MAX_VALIDATION_FRACTION``); 0 disables validation and early
+        stopping. A series whose training part would not keep one training
+        window trains whole, without a validation window.
     patience : int
         Validations without improvement before stopping.
     weight_decay : float
@@ -151,7 +157,8 @@ class TrainingConfig:
     gradient_checkpointing : bool
         Recompute layer activations in the backward pass to save memory.
     seed : int
-        Seed of window sampling, adapter initialisation and dropout.
+        Seed of window sampling, adapter initialisation and dropout, in
+        ``[0, 2**63 - 1]`` (:func:`~moirai_moe_sk.training.check_seed`).
     progress : bool or None
         Show a tqdm progress bar; ``None`` shows it on an interactive terminal
         only.
@@ -164,16 +171,22 @@ class TrainingConfig:
     >>> config.window_length
     288
 
-    Every field is checked, and a bad value is named:
-
     Without a learning rate, the strategy's default applies:
 
     >>> TrainingConfig(strategy="lora").learning_rate
     0.0001
+
+    Every field is checked (flags must be ``True`` or ``False``), and a bad
+    value is named:
+
     >>> TrainingConfig(learning_rate=2.0)
     Traceback (most recent call last):
     ...
     ValueError: learning_rate must be a number in (0, 1], got 2.0
+    >>> TrainingConfig(mask_ratio=0.3)
+    Traceback (most recent call last):
+    ...
+    ValueError: mask_ratio must be a (low, high) pair with 0 <= low <= high < 1, got 0.3
     """
 
     strategy: str = "full"
@@ -240,8 +253,12 @@ class TrainingConfig:
             msg = f"learning_rate must be a number in (0, 1], got {lr!r}"
             raise ValueError(msg)
         vf = self.validation_fraction
-        if not _real(vf) or not 0 <= vf < 1:
-            msg = f"validation_fraction must be a number in [0, 1), got {vf!r}"
+        if not _real(vf) or not 0 <= vf <= MAX_VALIDATION_FRACTION:
+            msg = (
+                f"validation_fraction must be a number in [0, "
+                f"{MAX_VALIDATION_FRACTION}] (at most half of each series is held "
+                f"out, so that training keeps the larger part), got {vf!r}"
+            )
             raise ValueError(msg)
         if not _real(self.weight_decay) or self.weight_decay < 0:
             msg = (
@@ -274,16 +291,25 @@ class TrainingConfig:
         ):
             msg = f"grad_clip must be a positive number or None, got {self.grad_clip!r}"
             raise ValueError(msg)
-        low, high = self.mask_ratio
-        if not (_real(low) and _real(high) and 0 <= low <= high < 1):
+        ratio = self.mask_ratio
+        if not (
+            isinstance(ratio, tuple | list)
+            and len(ratio) == 2
+            and all(_real(r) for r in ratio)
+            and 0 <= ratio[0] <= ratio[1] < 1
+        ):
             msg = (
                 "mask_ratio must be a (low, high) pair with 0 <= low <= high < 1, "
-                f"got {self.mask_ratio!r}"
+                f"got {ratio!r}"
             )
             raise ValueError(msg)
-        if not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-            msg = f"seed must be a non-negative integer, got {self.seed!r}"
-            raise ValueError(msg)
+        object.__setattr__(self, "mask_ratio", tuple(ratio))
+        object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
+        for name in ("merge_lora", "train_centroids", "gradient_checkpointing"):
+            object.__setattr__(self, name, check_flag(getattr(self, name), name))
+        object.__setattr__(
+            self, "progress", check_flag(self.progress, "progress", allow_none=True)
+        )
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -761,6 +787,14 @@ def fine_tune(
     device = torch.device(device)
     rng = np.random.default_rng(config.seed)
     lengths, val_windows = _split(series, config, patch)
+    if config.validation_fraction > 0 and not val_windows:
+        logger.info(
+            "no series is long enough to hold out validation_fraction=%g (at "
+            "least prediction_length=%d steps) and keep a training window: "
+            "training without validation or early stopping",
+            config.validation_fraction,
+            config.prediction_length,
+        )
 
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []):

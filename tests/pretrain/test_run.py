@@ -594,8 +594,8 @@ def test_continuing_needs_the_checkpoints_shape(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"mixup_fraction": 1.5}, "mixup_fraction must be in"),
-        ({"multivariate_fraction": -0.1}, "multivariate_fraction must be in"),
+        ({"mixup_fraction": 1.5}, "mixup_fraction must be a number in"),
+        ({"multivariate_fraction": -0.1}, "multivariate_fraction must be a number in"),
         ({"real_fraction": 0.6, "mixup_fraction": 0.6}, "at most 1"),
         ({"kind_weights": {"seasonl": 1.0}}, "weights name kinds"),
     ],
