@@ -16,7 +16,8 @@ A panel is forecast in chunks of series:
 
 Chunks run through sktime's :func:`sktime.utils.parallel.parallelize`, so the
 forecaster's ``backend:parallel`` config picks sequential execution (default),
-joblib (``"loky"``, ``"multiprocessing"``, ``"threading"``) or Dask
+joblib (``"loky"``, ``"threading"``; ``"multiprocessing"`` is refused: forked
+workers deadlock in torch's thread pool) or Dask
 (``"dask"``, on the active ``dask.distributed`` client). A worker process loads
 a checkpoint once (through the process-wide cache, :mod:`moirai_moe_sk._cache`)
 and reuses it for every chunk it receives; fine-tuned weights travel as

@@ -69,6 +69,13 @@ __all__ = [
 #: contexts cost quadratically more attention and rarely help.
 DEFAULT_MAX_CONTEXT = 1024
 
+#: the largest value the model's float32 arithmetic can hold
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: filling the gaps of an index may at most multiply its length by this; a
+#: larger factor is almost always a wrong index (epoch seconds, a typo)
+MAX_GAP_FILL_FACTOR = 10
+
 Key = tuple[Hashable, ...]
 
 
@@ -119,6 +126,18 @@ def check_values(frame: pd.DataFrame, what: str, *, allow_all_nan: bool) -> None
             "them by NaN (treated as missing) or by finite numbers"
         )
         raise ValueError(msg)
+    with np.errstate(invalid="ignore"):
+        too_large = np.abs(values) > FLOAT32_MAX
+    if too_large.any():
+        col = frame.columns[int(np.nonzero(too_large.any(0))[0][0])]
+        largest = float(np.nanmax(np.abs(values)))
+        msg = (
+            f"{what} holds values up to {largest:.3g} in absolute value (column "
+            f"{col!r}); the model computes in float32, whose largest number is "
+            f"{FLOAT32_MAX:.3g}. Divide the data by a constant (forecasts scale "
+            "with it) and multiply the forecasts back"
+        )
+        raise ValueError(msg)
     if not allow_all_nan and len(values):
         empty = [
             str(c)
@@ -148,43 +167,130 @@ def _index_kind(index: pd.Index) -> str:
     return "other"
 
 
-def _regular_grid(index: pd.Index, freq: Any) -> pd.Index | None:
+def _where(key: Key) -> str:
+    return f" of instance {key}" if key else ""
+
+
+def _int_step(index: pd.Index) -> int | None:
+    """Return the step of an integer index: the gcd of its gaps (None below 2)."""
+    if len(index) < 2:
+        return None
+    gaps = np.diff(np.asarray(index, dtype=np.int64))
+    return int(np.gcd.reduce(gaps)) if (gaps > 0).all() else None
+
+
+def _check_stamps(index: pd.Index, what: str) -> None:
+    """Refuse duplicated or unsorted time stamps, naming the first offender."""
+    if index.has_duplicates:
+        stamp = index[index.duplicated()][0]
+        msg = (
+            f"{what} has the time stamp {stamp} more than once; each time stamp "
+            "may appear once per series (aggregate or drop the duplicates, e.g. "
+            "y.groupby(level=-1).mean() for one series)"
+        )
+        raise ValueError(msg)
+    if not index.is_monotonic_increasing:
+        msg = f"{what} has time stamps out of order; sort it (y.sort_index())"
+        raise ValueError(msg)
+
+
+def _regular_grid(index: pd.Index, freq: Any, step: int) -> pd.Index | None:
     """Return the complete regular index from ``index[0]`` to ``index[-1]``, if known."""
     if len(index) < 2:
         return None
     kind = _index_kind(index)
     if kind == "int":
-        return pd.Index(np.arange(index[0], index[-1] + 1), dtype=index.dtype)
+        return pd.Index(np.arange(index[0], index[-1] + 1, step), dtype=index.dtype)
     if kind == "period":
         return pd.period_range(index[0], index[-1], freq=index.freq)
-    if kind == "datetime":
-        freq = freq or index.freq or (pd.infer_freq(index) if len(index) > 2 else None)
-        if freq is None:
-            return None
+    if kind == "datetime" and freq is not None:
         return pd.date_range(index[0], index[-1], freq=freq)
     return None
 
 
-def _regularise(frame: pd.DataFrame, freq: Any) -> pd.DataFrame:
-    """Insert NaN rows for missing time stamps of a regular index."""
-    grid = _regular_grid(frame.index, freq)
-    if (
-        grid is None
-        or len(grid) == len(frame.index)
-        or not frame.index.isin(grid).all()
-    ):
+def _grid_length(index: pd.Index, freq: Any, step: int) -> int | None:
+    """Length of the regular grid over ``index``, computed without building it."""
+    if len(index) < 2:
+        return None
+    kind = _index_kind(index)
+    if kind == "int":
+        return (int(index[-1]) - int(index[0])) // step + 1
+    if kind == "period":
+        n = index.freq.n if index.freq is not None else 1
+        return (index[-1].ordinal - index[0].ordinal) // n + 1
+    if kind == "datetime" and freq is not None:
+        offset = pd.tseries.frequencies.to_offset(freq)
+        if isinstance(offset, pd.offsets.Tick):
+            return int((index[-1] - index[0]) // pd.Timedelta(offset)) + 1
+    return None
+
+
+def _regularise(frame: pd.DataFrame, freq: Any, step: int, what: str) -> pd.DataFrame:
+    """Insert NaN rows for missing time stamps of a regular index.
+
+    Raises
+    ------
+    ValueError
+        If a time stamp is off the grid, or filling the gaps would make most
+        of the series missing (its own spacing is coarser than the grid's).
+    """
+    spacing = "frequency " + repr(_freq_name(freq)) if freq is not None else "step"
+    length = _grid_length(frame.index, freq, step)
+    if length is not None and length > MAX_GAP_FILL_FACTOR * max(len(frame), 100):
+        unit = f"{spacing}" + ("" if freq is not None else f" {step}")
+        msg = (
+            f"{what} has {len(frame)} time stamps from {frame.index[0]} to "
+            f"{frame.index[-1]}, which on a regular grid ({unit}) are {length} "
+            f"steps: {1 - len(frame) / length:.0%} would be missing. Give the "
+            "index its true frequency or step, or drop the far-away stamps; if "
+            "the gaps are real, insert them as NaN rows yourself"
+        )
+        raise ValueError(msg)
+    grid = _regular_grid(frame.index, freq, step)
+    if grid is None or len(grid) == len(frame.index):
         return frame
+    if not frame.index.isin(grid).all():
+        stamp = frame.index[~frame.index.isin(grid)][0]
+        msg = (
+            f"{what} has the time stamp {stamp}, which is not on its grid ({spacing}"
+            f"{'' if freq is not None else f' {step}'} from {frame.index[0]}); give "
+            "every series a regular index"
+        )
+        raise ValueError(msg)
+    # every stamp on a coarser grid (weekly data on a daily grid): wrong spacing
+    gaps = np.diff(grid.get_indexer(frame.index))
+    coarser = int(np.gcd.reduce(gaps)) if len(gaps) >= 2 else 1
+    if coarser >= 2:
+        unit = f"{spacing}" + ("" if freq is not None else f" {step}")
+        msg = (
+            f"{what} has {len(frame)} time stamps from {frame.index[0]} to "
+            f"{frame.index[-1]}, which on a regular grid ({unit}) are {len(grid)} "
+            f"steps: {1 - len(frame) / len(grid):.0%} would be missing (every gap "
+            f"a multiple of {coarser} steps). Its own spacing is probably coarser: "
+            "give the index its true frequency or step (or put a panel's series "
+            "of different frequencies into separate fits); if the gaps are real, "
+            "insert them as NaN rows yourself (e.g. y.asfreq(...))"
+        )
+        raise ValueError(msg)
     logger.debug("filling %d missing time stamps with NaN", len(grid) - len(frame))
     out = frame.reindex(grid)
     out.index.name = frame.index.name
     return out
 
 
-def _shift(last: Any, steps: np.ndarray, freq: Any, template: pd.Index) -> pd.Index:
-    """Time stamps ``steps`` (positive ints) after ``last``."""
+def _freq_name(freq: Any) -> str:
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        return pd.tseries.frequencies.to_offset(freq).freqstr
+    return str(freq)
+
+
+def _shift(
+    last: Any, steps: np.ndarray, freq: Any, template: pd.Index, step: int = 1
+) -> pd.Index:
+    """Time stamps ``steps`` (positive ints, in grid steps) after ``last``."""
     kind = _index_kind(template)
     if kind == "int":
-        return pd.Index(np.asarray(last) + steps, dtype=template.dtype)
+        return pd.Index(np.asarray(last) + step * steps, dtype=template.dtype)
     if kind == "period":
         return pd.PeriodIndex([last + int(s) for s in steps], freq=template.freq)
     if kind == "datetime":
@@ -201,13 +307,28 @@ def _shift(last: Any, steps: np.ndarray, freq: Any, template: pd.Index) -> pd.In
     raise TypeError(msg)
 
 
+def _off_grid(times: Any, last: Any, spacing: str) -> ValueError:
+    return ValueError(
+        f"fh names time stamps {list(times)} that are not on the grid of y "
+        f"({spacing} after its last time stamp {last}); give fh on that grid"
+    )
+
+
 def _steps_after(
-    last: Any, times: pd.Index, freq: Any, template: pd.Index
+    last: Any, times: pd.Index, freq: Any, template: pd.Index, step: int = 1
 ) -> np.ndarray:
-    """Count the steps from ``last`` to each of ``times``."""
+    """Count the grid steps from ``last`` to each of ``times`` (all on the grid)."""
     kind = _index_kind(template)
     if kind == "int":
-        return np.asarray(times, dtype=np.int64) - int(last)
+        units = np.asarray(times, dtype=np.int64) - int(last)
+        if (units % step).any():
+            err = _off_grid(pd.Index(times)[units % step != 0], last, f"step {step}")
+            hint = (
+                f"; an integer fh counts index units (absolute = last + fh), so the "
+                f"next steps of this index are fh={[step, 2 * step]}, ..."
+            )
+            raise ValueError(str(err) + hint)
+        return units // step
     if kind == "period":
         n = template.freq.n if template.freq is not None else 1
         ordinals = np.asarray([t.ordinal for t in times], dtype=np.int64)
@@ -216,37 +337,79 @@ def _steps_after(
         if freq is None:
             msg = "cannot count steps on a DatetimeIndex without a frequency"
             raise ValueError(msg)
+        times = pd.DatetimeIndex(times)
         end = max(times.max(), last)
         grid = pd.date_range(last, end, freq=freq)
         pos = grid.get_indexer(times)
         if (pos < 0).any():
-            msg = (
-                f"forecast time stamps {list(times[pos < 0])} are not on the "
-                f"frequency {freq!r} of y"
-            )
-            raise ValueError(msg)
+            raise _off_grid(times[pos < 0], last, f"frequency {_freq_name(freq)!r}")
         return pos + (0 if len(grid) and grid[0] == last else 1)
     msg = f"unsupported time index type {type(template).__name__}"
     raise TypeError(msg)
 
 
 # -------------------------------------------------------------------- store
-def _infer_freq(time_index: pd.Index, frames: Iterable[pd.DataFrame]) -> Any:
-    """Frequency of a Period/DatetimeIndex: its own, else inferred per instance."""
+def _infer_freq(
+    time_index: pd.Index, frames: dict[Key, pd.DataFrame], what: str
+) -> Any:
+    """Frequency of a Period/DatetimeIndex: its own, else inferred per instance.
+
+    Raises
+    ------
+    ValueError
+        If two instances have different frequencies.
+    """
     if isinstance(time_index, pd.PeriodIndex):
         return time_index.freq
     if not isinstance(time_index, pd.DatetimeIndex):
         return None
     if time_index.freq is not None:
         return time_index.freq
-    for frame in frames:
+    found: tuple[Key, Any] | None = None
+    for key, frame in frames.items():
         index = frame.index
-        if len(index) > 2:
-            with contextlib.suppress(TypeError, ValueError):
-                freq = pd.infer_freq(index)
-                if freq is not None:
-                    return freq
-    return None
+        if len(index) <= 2:
+            continue
+        freq = None
+        with contextlib.suppress(TypeError, ValueError):
+            freq = pd.infer_freq(index)
+        if freq is None:
+            continue
+        if found is None:
+            found = (key, freq)
+        elif pd.tseries.frequencies.to_offset(freq) != (
+            pd.tseries.frequencies.to_offset(found[1])
+        ):
+            msg = (
+                f"{what} mixes frequencies: instance {found[0]} is {found[1]!r} "
+                f"and instance {key} is {freq!r}; forecast series of different "
+                "frequencies in separate fits"
+            )
+            raise ValueError(msg)
+    return None if found is None else found[1]
+
+
+def _common_step(frames: dict[Key, pd.DataFrame], what: str) -> int:
+    """Return the step shared by the instances of an integer index (1 if unknown)."""
+    found: tuple[Key, int] | None = None
+    for key, frame in frames.items():
+        if _index_kind(frame.index) != "int":
+            return 1
+        step = _int_step(frame.index)
+        if step is None:
+            continue
+        if found is None:
+            found = (key, step)
+        elif step % found[1] and found[1] % step:
+            msg = (
+                f"{what} mixes index steps: instance {found[0]} advances by "
+                f"{found[1]} and instance {key} by {step}; forecast them in "
+                "separate fits"
+            )
+            raise ValueError(msg)
+        else:
+            found = (found[0], min(found[1], step))
+    return 1 if found is None else found[1]
 
 
 def _split(
@@ -290,6 +453,10 @@ class SeriesStore:
         Whether the data was a ``pd.Series``.
     freq : object
         Frequency of a ``DatetimeIndex``/``PeriodIndex``, else ``None``.
+    step : int
+        Spacing of an integer index (the gcd of its gaps; 1 otherwise). An
+        integer ``fh`` is counted in index units, as sktime does: with step 2,
+        ``fh=[2, 4]`` are the next two steps and ``fh=1`` is refused.
     """
 
     keys: list[Key]
@@ -300,10 +467,16 @@ class SeriesStore:
     series_name: Hashable = None
     is_series: bool = False
     freq: Any = None
+    step: int = 1
 
     @classmethod
     def from_sktime(
-        cls, data: pd.Series | pd.DataFrame, what: str, *, freq: Any = None
+        cls,
+        data: pd.Series | pd.DataFrame,
+        what: str,
+        *,
+        freq: Any = None,
+        step: int | None = None,
     ) -> SeriesStore:
         """Split ``data`` (a Series, DataFrame, panel or hierarchy) per instance.
 
@@ -316,6 +489,15 @@ class SeriesStore:
             or ``"X"`` (covariates).
         freq : object, optional
             Frequency of a ``DatetimeIndex`` (sktime's cutoff knows it).
+        step : int, optional
+            Step of an integer index (else inferred from the data).
+
+        Raises
+        ------
+        ValueError
+            On duplicated or unsorted time stamps, instances of different
+            frequencies or steps, stamps off the grid, or gaps that would make
+            most of a series missing.
         """
         if not isinstance(data, pd.Series | pd.DataFrame):
             msg = f"{what} must be a pandas Series or DataFrame, got {type(data).__name__}"
@@ -323,17 +505,25 @@ class SeriesStore:
         frame = data.to_frame() if isinstance(data, pd.Series) else data
         check_values(frame, what, allow_all_nan=True)
         keys, frames, names = _split(data)
+        for key, part in frames.items():
+            _check_stamps(part.index, f"{what}{_where(key)}")
         if freq is None:
-            freq = _infer_freq(frame.index.get_level_values(-1), frames.values())
+            freq = _infer_freq(frame.index.get_level_values(-1), frames, what)
+        if step is None:
+            step = _common_step(frames, what)
         store = cls(
             keys=keys,
-            frames={k: _regularise(v, freq) for k, v in frames.items()},
+            frames={
+                k: _regularise(v, freq, step, f"{what}{_where(k)}")
+                for k, v in frames.items()
+            },
             columns=frame.columns,
             instance_names=names,
             time_name=frame.index.names[-1],
             series_name=data.name if isinstance(data, pd.Series) else None,
             is_series=isinstance(data, pd.Series),
             freq=freq,
+            step=step,
         )
         if what == "y":
             store.check_observed(what)
@@ -348,7 +538,7 @@ class SeriesStore:
     def append(self, data: pd.Series | pd.DataFrame, what: str) -> SeriesStore:
         """Return a new store with ``data`` added; newer values win on overlaps."""
         new = SeriesStore.from_sktime(
-            data, what="X" if what == "X" else "new y", freq=self.freq
+            data, what="X" if what == "X" else "new y", freq=self.freq, step=self.step
         )
         keys = list(self.keys) + [k for k in new.keys if k not in self.frames]
         frames = dict(self.frames)
@@ -357,7 +547,9 @@ class SeriesStore:
             if key in frames:
                 both = pd.concat([frames[key], part])
                 both = both[~both.index.duplicated(keep="last")].sort_index()
-                frames[key] = _regularise(both, self.freq)
+                frames[key] = _regularise(
+                    both, self.freq, self.step, f"{what}{_where(key)}"
+                )
             else:
                 frames[key] = part
         store = SeriesStore(
@@ -369,6 +561,7 @@ class SeriesStore:
             series_name=self.series_name,
             is_series=self.is_series,
             freq=self.freq,
+            step=self.step,
         )
         if what == "y":
             store.check_observed("y")
@@ -604,43 +797,52 @@ def horizon_steps(
         not supported).
     """
     freq = store.freq if store.freq is not None else getattr(cutoff, "freq", None)
-    if isinstance(cutoff, pd.DatetimeIndex) and fh.freq is None:
-        if freq is None:
-            msg = (
-                "y has a DatetimeIndex without a frequency (irregular, or with "
-                "gaps pandas cannot infer one from), so forecast time stamps are "
-                "undefined; give it one, e.g. y = y.asfreq('D') (gaps become NaN, "
-                "which the model treats as missing)"
-            )
-            raise ValueError(msg)
-        # sktime leaves freq unset for datetime panels; use the series' own
-        fh = type(fh)(fh.to_pandas(), is_relative=fh.is_relative, freq=freq)
-    global_last = cutoff[0]
-    absolute_global = fh.to_absolute_index(cutoff)
-    rel_values = fh.to_pandas() if fh.is_relative else None
-    integer_rel = rel_values is not None and pd.api.types.is_integer_dtype(rel_values)
+    if isinstance(cutoff, pd.DatetimeIndex) and freq is None:
+        msg = (
+            "y has a DatetimeIndex without a frequency (irregular, or with "
+            "gaps pandas cannot infer one from), so forecast time stamps are "
+            "undefined; give it one, e.g. y = y.asfreq('D') (gaps become NaN, "
+            "which the model treats as missing)"
+        )
+        raise ValueError(msg)
+    values = fh.to_pandas()
+    timedelta = isinstance(values, pd.TimedeltaIndex)
+    if fh.is_relative and not timedelta and not pd.api.types.is_integer_dtype(values):
+        msg = f"a relative fh must hold integers or Timedeltas, got {list(values)}"
+        raise TypeError(msg)
     steps_rows, times_rows = [], []
     cache: dict[Any, tuple[np.ndarray, pd.Index]] = {}
     for key in keys:
-        last = store.frames[key].index[-1]
+        template = store.frames[key].index
+        last = template[-1]
         if last not in cache:
-            template = store.frames[key].index
-            if last == global_last:
-                times = absolute_global
-                steps = np.asarray(fh.to_relative(cutoff).to_pandas(), dtype=np.int64)
-            elif integer_rel:
-                steps = np.asarray(rel_values, dtype=np.int64)
-                times = _shift(last, steps, freq, template)
-            else:
-                times = absolute_global if not fh.is_relative else last + rel_values
-                times = pd.Index(times)
+            kind = _index_kind(template)
+            if fh.is_relative and timedelta:
+                # a Timedelta horizon is a time span: it must land on the grid
+                if kind != "datetime":
+                    msg = (
+                        f"fh {list(values)} is given as Timedeltas, which need y "
+                        f"with a DatetimeIndex; y{_where(key)} has a "
+                        f"{type(template).__name__}: give fh as integer steps"
+                    )
+                    raise TypeError(msg)
+                times = pd.DatetimeIndex(last + values)
                 steps = _steps_after(last, times, freq, template)
-            cache[last] = (steps, times)
+            elif fh.is_relative and kind == "int":
+                # sktime's convention: absolute = cutoff + fh, in index units
+                times = pd.Index(int(last) + np.asarray(values, dtype=np.int64))
+                steps = _steps_after(last, times, freq, template, store.step)
+            elif fh.is_relative:
+                steps = np.asarray(values, dtype=np.int64)
+                times = _shift(last, steps, freq, template, store.step)
+            else:
+                times = pd.Index(values)
+                steps = _steps_after(last, times, freq, template, store.step)
+            cache[last] = (np.asarray(steps, dtype=np.int64), times)
         steps, times = cache[last]
         if (steps < 1).any():
-            where = f" of instance {key}" if key else ""
             msg = (
-                f"fh {list(fh.to_pandas())} reaches into the past{where} (steps "
+                f"fh {list(values)} reaches into the past{_where(key)} (steps "
                 f"{steps.tolist()} after its last time stamp {last}); only "
                 "out-of-sample forecasts are supported"
             )
@@ -744,7 +946,11 @@ def covariate_arrays(
             past = past_x.frames.get(key, empty)
             last = store.frames[key].index[-1]
             future_index = _shift(
-                last, np.arange(1, pred_len + 1), freq, store.frames[key].index
+                last,
+                np.arange(1, pred_len + 1),
+                freq,
+                store.frames[key].index,
+                store.step,
             )
             combined = pd.concat([past[known_cols], fut[known_cols]])
             combined = combined[~combined.index.duplicated(keep="last")]

@@ -20,6 +20,7 @@ from sklearn.exceptions import NotFittedError
 from sktime.forecasting.base import BaseForecaster
 
 from . import convert
+from .training.checks import check_flag, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,9 @@ class MoiraiMoEForecaster(BaseForecaster):
         ``batch_size``) but not on the parallel backend.
     device : str or torch.device, default="auto"
         Device to run the model on. ``"auto"`` picks ``"cuda"`` when
-        available, else ``"cpu"``; any torch device string is accepted
-        (``"mps"`` only explicitly).
+        available, else ``"cpu"``; also ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"`` (only explicitly) or a ``torch.device``. A device that is not
+        available here is refused at ``fit``, naming the ones that are.
     dtype : str or torch.dtype or None, default=None
         Compute precision of the transformer layers: ``None`` or
         ``"float32"``, or ``"bfloat16"`` (fast on GPUs and on CPUs with
@@ -184,7 +186,8 @@ class MoiraiMoEForecaster(BaseForecaster):
         Fraction of each series held out at its end (at least the horizon,
         in whole patches) to validate ten times a run; training stops early
         and restores the best weights, the starting ones included, so the
-        validation likelihood never gets worse. 0 disables validation.
+        validation likelihood never gets worse. 0 disables validation; at
+        most 0.5 (a larger share would leave too little to train on).
     patience : int, default=3
         Validations (ten a run) without improvement before stopping.
     lora_rank : int, default=8
@@ -313,6 +316,11 @@ class MoiraiMoEForecaster(BaseForecaster):
         "capability:random_state": True,
         "capability:pretrain": True,
     }
+    # The forecaster keeps its own copy of the data (``_y_store``) and updates
+    # natively, so sktime's copies in ``_y``/``_X`` are not needed. Setting this
+    # explicitly also keeps sktime (1.2) from warning, on every construction,
+    # that its default will change.
+    _config: ClassVar[dict[str, Any]] = {"remember_data": False}
 
     def __init__(
         self,
@@ -360,6 +368,10 @@ class MoiraiMoEForecaster(BaseForecaster):
         self.train_params = train_params
         self.random_state = random_state
         super().__init__()
+        # sktime creates these only when remember_data is on at construction;
+        # a user (or check_estimator) may switch it on later with set_config
+        self._y = None
+        self._X = None
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
@@ -417,9 +429,7 @@ class MoiraiMoEForecaster(BaseForecaster):
                 f"{type(self.checkpoint).__name__}"
             )
             raise TypeError(msg)
-        if not isinstance(self.local_files_only, bool):
-            msg = f"local_files_only must be a bool, got {self.local_files_only!r}"
-            raise TypeError(msg)
+        check_flag(self.local_files_only, "local_files_only")
         if self.fit_strategy not in _FIT_STRATEGIES:
             msg = (
                 f"fit_strategy must be one of {_FIT_STRATEGIES}, got "
@@ -427,33 +437,14 @@ class MoiraiMoEForecaster(BaseForecaster):
             )
             raise ValueError(msg)
         self._training_config(context_length=1, prediction_length=1)  # validates
-        rs = self.random_state
-        numpy_rng = isinstance(rs, np.random.RandomState | np.random.Generator)
-        bad_int = isinstance(rs, bool) or not isinstance(rs, numbers.Integral) or rs < 0
-        if rs is not None and not numpy_rng and bad_int:
-            msg = (
-                "random_state must be None, a non-negative int or a numpy "
-                f"RandomState/Generator, got {rs!r}"
-            )
-            raise ValueError(msg)
+        check_seed(
+            self.random_state, "random_state", allow_none=True, allow_numpy_rng=True
+        )
 
     def _resolve_device(self) -> Any:
-        import torch
+        from ._device import resolve_device
 
-        if isinstance(self.device, str) and self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as err:
-            msg = f"device must be 'auto' or a torch device, got {self.device!r}"
-            raise ValueError(msg) from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            msg = (
-                "device='cuda' was requested but CUDA is not available; use "
-                "'auto' or 'cpu'"
-            )
-            raise ValueError(msg)
-        return device
+        return resolve_device(self.device)
 
     def _resolve_dtype(self) -> Any:
         import torch
@@ -579,7 +570,7 @@ class MoiraiMoEForecaster(BaseForecaster):
             "validation_fraction": self.validation_fraction,
             "patience": self.patience,
             "lora_rank": self.lora_rank,
-            "seed": getattr(self, "_seed", 0) % 2**63,
+            "seed": getattr(self, "_seed", 0),
         }
         return TrainingConfig(**settings)
 
@@ -696,17 +687,23 @@ class MoiraiMoEForecaster(BaseForecaster):
         """
         return self._pretrain(y, X=X, fh=fh)
 
-    def save_pretrained(self, save_directory) -> None:
+    def save_pretrained(self, save_directory, *, dtype=None) -> None:
         """Write the weights in use as a checkpoint in the official layout.
 
         Fine-tuned weights (after a fine-tuning ``fit`` or ``pretrain``) or
         else the loaded checkpoint's; the folder can be given back as
-        ``checkpoint`` (and loaded by uni2ts). Files are written atomically.
+        ``checkpoint`` (and loaded by uni2ts). The whole folder is staged
+        beside the destination and swapped in at once, so a reader sees the
+        old or the new checkpoint, never a mix, and a failed save leaves the
+        old one.
 
         Parameters
         ----------
         save_directory : str or path-like
             Folder to write ``config.json`` and ``model.safetensors`` to.
+        dtype : str or torch.dtype, optional
+            Store the weights as ``"float16"``, ``"bfloat16"``, ``"float32"``
+            or ``"float64"`` (default: as they are, float32).
 
         Examples
         --------
@@ -742,7 +739,7 @@ class MoiraiMoEForecaster(BaseForecaster):
         tuned = getattr(self, "tuned_model_", None)
         # the float32 weights, also when the layers compute in bfloat16
         model = tuned if tuned is not None else self._load_model()
-        model.save_pretrained(save_directory)
+        model.save_pretrained(save_directory, dtype=dtype)
 
     def _freq(self) -> Any:
         return getattr(self.cutoff, "freq", None)
@@ -886,6 +883,15 @@ class MoiraiMoEForecaster(BaseForecaster):
         chunks = _inference.plan_chunks(lengths, bytes_per_series, self.batch_size)
         backend = self.get_config().get("backend:parallel")
         params = self.get_config().get("backend:parallel:params")
+        if backend == "multiprocessing":
+            # joblib's multiprocessing pool forks a process whose torch thread
+            # pool is already running; the forked workers deadlock
+            msg = (
+                "backend:parallel='multiprocessing' is not supported: forked "
+                "workers deadlock in torch's thread pool. Use 'loky' (separate "
+                "processes, the same forecasts), 'threading' or 'dask'"
+            )
+            raise ValueError(msg)
         in_process = backend in (None, "None", "threading")
         meta = {
             "model": self._inference_model(in_process),

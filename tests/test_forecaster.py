@@ -487,3 +487,18 @@ def test_the_checkpoints_stated_context_is_the_default_cap(stated_checkpoint):
     pd.testing.assert_series_equal(
         f.fit(short, fh=[1]).predict(), g.fit(short, fh=[1]).predict()
     )
+
+
+def test_construction_and_fit_raise_no_sktime_future_warning(tiny_checkpoint):
+    # sktime 1.2 warns on every BaseForecaster construction whose remember_data
+    # config is left at its default; a user could not silence it beforehand
+    import warnings
+
+    y = pd.Series(
+        np.arange(40.0), index=pd.period_range("2000-01", periods=40, freq="M")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forecaster = MoiraiMoEForecaster(checkpoint=tiny_checkpoint, num_samples=5)
+        forecaster.clone().fit(y).predict(fh=[1, 2])
+    assert forecaster.get_config()["remember_data"] is False

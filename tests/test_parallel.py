@@ -171,3 +171,19 @@ def test_bfloat16_zero_shot_holds_one_model_and_saves_float32(
     original = MoiraiMoEModel.from_pretrained(tiny_checkpoint)
     for name, tensor in original.state_dict().items():
         assert torch.equal(saved.state_dict()[name], tensor), name
+
+
+def test_multiprocessing_backend_is_refused_not_left_hanging(tiny_checkpoint):
+    # joblib's fork-based pool deadlocked in torch's thread pool (predict never
+    # returned); the forecaster names the problem and the working back-ends
+    y = pd.Series(
+        np.arange(40.0), index=pd.period_range("2000-01", periods=40, freq="M")
+    )
+    panel = pd.concat([y, y, y], keys=[1, 2, 3]).to_frame("v")
+    forecaster = MoiraiMoEForecaster(
+        checkpoint=tiny_checkpoint, num_samples=5, batch_size=1
+    )
+    forecaster.set_config(**{"backend:parallel": "multiprocessing"})
+    forecaster.fit(panel)
+    with pytest.raises(ValueError, match=r"multiprocessing.*not supported.*loky"):
+        forecaster.predict(fh=[1, 2])

@@ -7,11 +7,12 @@ variate), ``d_model``, ``head``, ``expert``, ``sample`` (sample paths).
 
 from .config import ConfigError, MoiraiMoEConfig
 from .distributions import PackedMixture
-from .forecast import forecast, forecast_packed
+from .forecast import SMALL_SCALE, forecast, forecast_packed, rescale_factors
 from .modeling import MoiraiMoEModel
 from .packing import PackedBatch, pack
 
 __all__ = [
+    "SMALL_SCALE",
     "ConfigError",
     "MoiraiMoEConfig",
     "MoiraiMoEModel",
@@ -20,4 +21,5 @@ __all__ = [
     "forecast",
     "forecast_packed",
     "pack",
+    "rescale_factors",
 ]

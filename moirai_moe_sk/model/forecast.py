@@ -22,10 +22,87 @@ from .decoding import _draw, decode_cached
 from .modeling import MoiraiMoEModel
 from .packing import PackedBatch, pack
 
-__all__ = ["DECODING_MODES", "forecast", "forecast_packed"]
+__all__ = [
+    "DECODING_MODES",
+    "SMALL_SCALE",
+    "forecast",
+    "forecast_packed",
+    "rescale_factors",
+]
 
 #: ``"exact"`` reproduces uni2ts; ``"fast"`` uses context-only statistics and a cache
 DECODING_MODES = ("exact", "fast")
+
+#: series whose context spread is below this are rescaled before the model (see
+#: :func:`rescale_factors`): the scaler adds 1e-5 to every variance, which at
+#: a spread of 1 changes the scale by 5e-6 but dominates a spread below 3e-3
+SMALL_SCALE = 1.0
+
+
+def rescale_factors(values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Powers of ten that bring each small-scale series' spread into [1, 10).
+
+    The model's scaler computes ``(x - mean) / sqrt(var + 1e-5)`` (uni2ts'
+    rule), so it is scale-equivariant only while the variance is far above
+    ``1e-5``: a series multiplied by 1e-4 would come back with intervals
+    hundreds of times too wide. :func:`forecast` therefore multiplies each
+    (series, variate) whose spread is below :data:`SMALL_SCALE` by ``10**k``,
+    the power of ten that brings it into [1, 10), and divides the samples back.
+    The spread is the standard deviation of the observed values (Bessel's
+    correction, as the scaler); for a constant series it is the absolute value.
+    Series at or above the threshold (all of uni2ts' own examples) get factor 1
+    and are untouched, so their forecasts stay identical to the reference's.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        (batch, time, variate) values.
+    observed : torch.Tensor
+        (batch, time, variate) bool, True where a value counts (observed and
+        not padding).
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, 1, variate) float64 factors (1 where no rescaling is needed).
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[[1e-4], [3e-4], [2e-4]], [[10.0], [30.0], [20.0]]])
+    >>> rescale_factors(y, torch.ones_like(y, dtype=torch.bool)).flatten().tolist()
+    [10000.0, 1.0]
+    """
+    x = values.double()
+    mask = observed.double()
+    count = mask.sum(1, keepdim=True)
+    mean = (x * mask).sum(1, keepdim=True) / count.clamp(min=1)
+    var = (((x - mean) ** 2) * mask).sum(1, keepdim=True) / (count - 1).clamp(min=1)
+    spread = torch.where((count >= 2) & (var > 0), var.sqrt(), mean.abs())
+    small = (spread > 0) & (spread < SMALL_SCALE)
+    power = -torch.floor(
+        torch.log10(torch.where(small, spread, torch.ones_like(spread)))
+    )
+    # (to rounding: 10**k of an exact power of ten may land a hair below 1)
+    return torch.where(small, 10.0**power, torch.ones_like(spread))
+
+
+def _rescaled(
+    values: torch.Tensor | None,
+    observed: torch.Tensor | None,
+    context: int,
+    is_pad: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``values`` times their factors (from the observed context) and the factors."""
+    if values is None:
+        return None, None
+    counted = ~is_pad[:, :, None]
+    if observed is not None:
+        counted = counted & observed[:, :context].bool()
+    factor = rescale_factors(values[:, :context], counted)
+    if bool((factor == 1).all()):
+        return values, None
+    return (values.double() * factor).to(values.dtype), factor
 
 
 def _check_inputs(
@@ -227,6 +304,13 @@ def forecast(
     torch.Tensor
         (batch, num_samples, prediction_length, variate) samples in data units.
 
+    Notes
+    -----
+    Forecasts are scale-equivariant: a series whose spread is below
+    :data:`SMALL_SCALE` is multiplied by a power of ten before the model and its
+    samples divided back (see :func:`rescale_factors`); covariates are rescaled
+    the same way. Larger series pass unchanged.
+
     Examples
     --------
     >>> import torch
@@ -246,6 +330,15 @@ def forecast(
     _check_inputs(
         past_target, past_observed, past_is_pad, prediction_length, num_samples
     )
+    context = past_target.shape[1]
+    rescaled, factor = _rescaled(past_target, past_observed, context, past_is_pad)
+    past_target = past_target if rescaled is None else rescaled
+    feat_dynamic_real, _ = _rescaled(
+        feat_dynamic_real, observed_feat_dynamic_real, context, past_is_pad
+    )
+    past_feat_dynamic_real, _ = _rescaled(
+        past_feat_dynamic_real, past_observed_feat_dynamic_real, context, past_is_pad
+    )
     packed = pack(
         past_target,
         past_observed.bool(),
@@ -258,7 +351,7 @@ def forecast(
         past_observed_feat_dynamic_real=past_observed_feat_dynamic_real,
         drop_padding=drop_padding,
     )
-    return forecast_packed(
+    samples = forecast_packed(
         model,
         packed,
         prediction_length,
@@ -267,3 +360,6 @@ def forecast(
         reference_rng,
         decoding,
     )
+    if factor is None:
+        return samples
+    return (samples.double() / factor[:, None].to(samples.device)).to(samples.dtype)
