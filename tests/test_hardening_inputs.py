@@ -196,12 +196,13 @@ def test_rescale_factors_bring_small_spreads_into_one_to_ten():
     small = np.asarray(spreads) < SMALL_SCALE
     assert ((scaled[small] > 1 - 1e-9) & (scaled[small] < 10)).all()
     assert (factors.flatten().numpy()[~small] == 1).all()
-    # a constant series uses its magnitude; all zeros and no observation stay
-    constant = torch.tensor([[[2e-5], [2e-5]], [[0.0], [0.0]]])
+    # a constant series uses its magnitude, large or small (its scale is the
+    # floor at any level); all zeros and no observation stay
+    constant = torch.tensor([[[2e-5], [2e-5]], [[0.0], [0.0]], [[350.0], [350.0]]])
     factor = rescale_factors(constant, torch.ones_like(constant, dtype=torch.bool))
-    assert factor.flatten().tolist() == [1e5, 1.0]
+    assert factor.flatten().tolist() == pytest.approx([1e5, 1.0, 1e-2])
     nothing = rescale_factors(constant, torch.zeros_like(constant, dtype=torch.bool))
-    assert nothing.flatten().tolist() == [1.0, 1.0]
+    assert nothing.flatten().tolist() == [1.0, 1.0, 1.0]
 
 
 def test_series_at_ordinary_scale_are_not_rescaled():

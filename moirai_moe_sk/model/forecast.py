@@ -49,9 +49,11 @@ def rescale_factors(values: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
     (series, variate) whose spread is below :data:`SMALL_SCALE` by ``10**k``,
     the power of ten that brings it into [1, 10), and divides the samples back.
     The spread is the standard deviation of the observed values (Bessel's
-    correction, as the scaler); for a constant series it is the absolute value.
-    Series at or above the threshold (all of uni2ts' own examples) get factor 1
-    and are untouched, so their forecasts stay identical to the reference's.
+    correction, as the scaler). A constant series (or a single value), whose
+    scale is the floor at any magnitude, is always brought to a level in
+    [1, 10) by a power of ten. Varying series at or above the threshold (all of
+    uni2ts' own examples) get factor 1 and are untouched, so their forecasts
+    stay identical to the reference's.
 
     Parameters
     ----------
@@ -78,8 +80,11 @@ def rescale_factors(values: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
     count = mask.sum(1, keepdim=True)
     mean = (x * mask).sum(1, keepdim=True) / count.clamp(min=1)
     var = (((x - mean) ** 2) * mask).sum(1, keepdim=True) / (count - 1).clamp(min=1)
-    spread = torch.where((count >= 2) & (var > 0), var.sqrt(), mean.abs())
-    small = (spread > 0) & (spread < SMALL_SCALE)
+    varies = (count >= 2) & (var > 0)
+    spread = torch.where(varies, var.sqrt(), mean.abs())
+    # a constant (or one-value) series is all floor: always bring its level to
+    # [1, 10), so that its forecasts scale with it at every magnitude
+    small = (spread > 0) & ((spread < SMALL_SCALE) | ~varies)
     power = -torch.floor(
         torch.log10(torch.where(small, spread, torch.ones_like(spread)))
     )
