@@ -33,43 +33,23 @@ HORIZON = 24  # months: two years, decoded autoregressively patch by patch
 
 
 def plot(y_train, y_test, y_pred, intervals, title: str, out: Path) -> None:
-    """Save history, truth, forecast and intervals as a PNG (Agg backend)."""
+    """Save history, truth, forecast and nested intervals as a PNG (Agg backend)."""
     import matplotlib as mpl
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = y_train.iloc[-72:]
-    try:
-        from sktime.utils.plotting import plot_series
+    from moirai_moe_sk.plotting import plot_forecast
 
-        fig, ax = plot_series(
-            history,
-            y_test,
-            y_pred,
-            labels=["history", "actual", "forecast (median)"],
-            pred_interval=intervals.copy(),
-        )
-    except ModuleNotFoundError:  # sktime's plot_series needs seaborn
-        logger.info("seaborn is not installed: plotting with matplotlib alone")
-        fig, ax = plt.subplots(figsize=(16, 4))
-        for series, label in [(history, "history"), (y_test, "actual")]:
-            ax.plot(series.index.to_timestamp(), series.to_numpy(), label=label)
-        when = y_pred.index.to_timestamp()
-        ax.plot(when, y_pred.to_numpy(), label="forecast (median)")
-        name = intervals.columns.levels[0][0]
-        for coverage in (0.95, 0.8):
-            band = intervals[(name, coverage)]
-            ax.fill_between(
-                when,
-                band["lower"].to_numpy(),
-                band["upper"].to_numpy(),
-                alpha=0.25,
-                label=f"{coverage:.0%} prediction interval",
-            )
-        ax.legend()
-    ax.set_title(title)
-    fig.tight_layout()
+    fig, _ = plot_forecast(
+        y_train,
+        y_pred,
+        intervals,
+        y_test=y_test,
+        labels={"forecast": "forecast (median)"},
+        title=title,
+        history=72,
+    )
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
