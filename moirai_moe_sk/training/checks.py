@@ -103,6 +103,7 @@ def check_flag(value: Any, name: str, *, allow_none: bool = False) -> bool | Non
     Returns
     -------
     bool or None
+        ``value`` as a Python ``bool`` (or None where allowed).
 
     Raises
     ------
