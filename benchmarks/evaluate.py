@@ -110,6 +110,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moirai_moe_sk._cli import positive_int
+
 logger = logging.getLogger("benchmarks.evaluate")
 
 #: quantile levels of the weighted quantile loss
@@ -986,18 +988,6 @@ def report(table: pd.DataFrame, command: str, sample: str) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-def _positive_int(text: str) -> int:
-    """Argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"must be a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def _json_object(text: str) -> dict[str, Any]:
     """Argparse type: a JSON object (of forecaster parameters)."""
     try:
@@ -1085,7 +1075,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     size.add_argument(
         "--sample",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="a stratified subset of N series (at least one per subset)",
     )
@@ -1105,18 +1095,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="a Moirai-MoE checkpoint (hub id or folder); may be repeated",
     )
-    add(
-        "--num-samples", type=_positive_int, default=100, help="sample paths per series"
-    )
+    add("--num-samples", type=positive_int, default=100, help="sample paths per series")
     add(
         "--context-length",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="context steps (default: auto)",
     )
-    add(
-        "--batch-size", type=_positive_int, default=None, help="series decoded together"
-    )
+    add("--batch-size", type=positive_int, default=None, help="series decoded together")
     add(
         "--decoding",
         nargs="+",
@@ -1145,7 +1131,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="random_state of the models")
     add(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="torch threads (default: torch's)",
     )

@@ -234,44 +234,38 @@ def _regularise(frame: pd.DataFrame, freq: Any, step: int, what: str) -> pd.Data
         If a time stamp is off the grid, or filling the gaps would make most
         of the series missing (its own spacing is coarser than the grid's).
     """
-    spacing = "frequency " + repr(_freq_name(freq)) if freq is not None else "step"
+    grid_name = _grid_name(freq, step)
+
+    def swamped(length: int, why: str) -> ValueError:
+        return ValueError(
+            f"{what} has {len(frame)} time stamps from {frame.index[0]} to "
+            f"{frame.index[-1]}, which on a regular grid ({grid_name}) are {length} "
+            f"steps: {1 - len(frame) / length:.0%} would be missing{why}. Give the "
+            "index its true frequency or step (a panel's series of different "
+            "frequencies go into separate fits), or drop far-away stamps; if the "
+            "gaps are real, insert them as NaN rows yourself (e.g. y.asfreq(...))"
+        )
+
+    # checked on the length first, so a wrong index never allocates its grid
     length = _grid_length(frame.index, freq, step)
     if length is not None and length > MAX_GAP_FILL_FACTOR * max(len(frame), 100):
-        unit = f"{spacing}" + ("" if freq is not None else f" {step}")
-        msg = (
-            f"{what} has {len(frame)} time stamps from {frame.index[0]} to "
-            f"{frame.index[-1]}, which on a regular grid ({unit}) are {length} "
-            f"steps: {1 - len(frame) / length:.0%} would be missing. Give the "
-            "index its true frequency or step, or drop the far-away stamps; if "
-            "the gaps are real, insert them as NaN rows yourself"
-        )
-        raise ValueError(msg)
+        raise swamped(length, "")
     grid = _regular_grid(frame.index, freq, step)
     if grid is None or len(grid) == len(frame.index):
         return frame
-    if not frame.index.isin(grid).all():
-        stamp = frame.index[~frame.index.isin(grid)][0]
+    positions = grid.get_indexer(frame.index)
+    if (positions < 0).any():
+        stamp = frame.index[positions < 0][0]
         msg = (
-            f"{what} has the time stamp {stamp}, which is not on its grid ({spacing}"
-            f"{'' if freq is not None else f' {step}'} from {frame.index[0]}); give "
-            "every series a regular index"
+            f"{what} has the time stamp {stamp}, which is not on its grid "
+            f"({grid_name} from {frame.index[0]}); give every series a regular index"
         )
         raise ValueError(msg)
     # every stamp on a coarser grid (weekly data on a daily grid): wrong spacing
-    gaps = np.diff(grid.get_indexer(frame.index))
+    gaps = np.diff(positions)
     coarser = int(np.gcd.reduce(gaps)) if len(gaps) >= 2 else 1
     if coarser >= 2:
-        unit = f"{spacing}" + ("" if freq is not None else f" {step}")
-        msg = (
-            f"{what} has {len(frame)} time stamps from {frame.index[0]} to "
-            f"{frame.index[-1]}, which on a regular grid ({unit}) are {len(grid)} "
-            f"steps: {1 - len(frame) / len(grid):.0%} would be missing (every gap "
-            f"a multiple of {coarser} steps). Its own spacing is probably coarser: "
-            "give the index its true frequency or step (or put a panel's series "
-            "of different frequencies into separate fits); if the gaps are real, "
-            "insert them as NaN rows yourself (e.g. y.asfreq(...))"
-        )
-        raise ValueError(msg)
+        raise swamped(len(grid), f" (every gap a multiple of {coarser} steps)")
     logger.debug("filling %d missing time stamps with NaN", len(grid) - len(frame))
     out = frame.reindex(grid)
     out.index.name = frame.index.name
@@ -282,6 +276,11 @@ def _freq_name(freq: Any) -> str:
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         return pd.tseries.frequencies.to_offset(freq).freqstr
     return str(freq)
+
+
+def _grid_name(freq: Any, step: int) -> str:
+    """``"frequency 'D'"`` or ``"step 2"``, for messages."""
+    return f"frequency {_freq_name(freq)!r}" if freq is not None else f"step {step}"
 
 
 def _shift(
@@ -307,10 +306,10 @@ def _shift(
     raise TypeError(msg)
 
 
-def _off_grid(times: Any, last: Any, spacing: str) -> ValueError:
+def _off_grid(times: Any, last: Any, grid_name: str, hint: str = "") -> ValueError:
     return ValueError(
         f"fh names time stamps {list(times)} that are not on the grid of y "
-        f"({spacing} after its last time stamp {last}); give fh on that grid"
+        f"({grid_name} after its last time stamp {last}); give fh on that grid{hint}"
     )
 
 
@@ -322,12 +321,13 @@ def _steps_after(
     if kind == "int":
         units = np.asarray(times, dtype=np.int64) - int(last)
         if (units % step).any():
-            err = _off_grid(pd.Index(times)[units % step != 0], last, f"step {step}")
             hint = (
                 f"; an integer fh counts index units (absolute = last + fh), so the "
                 f"next steps of this index are fh={[step, 2 * step]}, ..."
             )
-            raise ValueError(str(err) + hint)
+            raise _off_grid(
+                pd.Index(times)[units % step != 0], last, _grid_name(None, step), hint
+            )
         return units // step
     if kind == "period":
         n = template.freq.n if template.freq is not None else 1
@@ -342,7 +342,7 @@ def _steps_after(
         grid = pd.date_range(last, end, freq=freq)
         pos = grid.get_indexer(times)
         if (pos < 0).any():
-            raise _off_grid(times[pos < 0], last, f"frequency {_freq_name(freq)!r}")
+            raise _off_grid(times[pos < 0], last, _grid_name(freq, 1))
         return pos + (0 if len(grid) and grid[0] == last else 1)
     msg = f"unsupported time index type {type(template).__name__}"
     raise TypeError(msg)

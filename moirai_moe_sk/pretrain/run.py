@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._cli import positive_int
 from .._device import resolve_device
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import MoiraiMoEConfig
@@ -1011,7 +1012,7 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device (cpu, cuda, cuda:N, mps, auto)"
     )
     parser.add_argument(
-        "--threads", type=_positive_int, help="CPU threads for torch (at least 1)"
+        "--threads", type=positive_int, help="CPU threads for torch (at least 1)"
     )
     parser.add_argument(
         "--set",
@@ -1080,18 +1081,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variant, path in paths.items():
         sys.stdout.write(f"{variant}: {path}\n")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    """Argparse type of ``--threads``: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"must be a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _settings(config_file: str | None, items: Sequence[str]) -> PretrainConfig:
